@@ -1,5 +1,5 @@
-"""`unidistill distill CONFIG.yaml [--set key=value ...] [--out DIR]` and
-`unidistill sample RUN_DIR --n N --out FILE.npy`."""
+"""`unidistill teach CONFIG.yaml`, `unidistill distill CONFIG.yaml` (both take [--set key=value ...]
+[--out DIR] [--resume CKPT]) and `unidistill sample RUN_DIR --n N --out FILE.npy`."""
 from __future__ import annotations
 
 import argparse
@@ -14,8 +14,9 @@ from .config import ConfigError, apply_overrides, build, to_dict
 EXIT_BAD_INPUT = 2
 
 
-def load_run_config(path: str | Path, overrides: list[str] = ()):
-    """Read a YAML run config, apply overrides, validate it; returns (backend, backend cfg, train cfg, data)."""
+def load_run_config(path: str | Path, overrides: list[str] = (), command: str = "distill"):
+    """Read a YAML run config, apply overrides, validate it; returns (backend, backend cfg, train cfg, data).
+    `command` "teach" validates against the backend's TeachConfig instead of its Config."""
     from .backend import get_backend
     from .trainer import TrainConfig
 
@@ -37,7 +38,9 @@ def load_run_config(path: str | Path, overrides: list[str] = ()):
         raise ConfigError(f"config key modality: {e.args[0]}") from None
     train = build(TrainConfig, data.get("train"), "train")
     rest = {k: v for k, v in data.items() if k not in ("modality", "train")}
-    cfg = build(backend.Config, rest, "config")
+    if command == "teach" and not hasattr(backend, "teach"):
+        raise ConfigError(f"modality {data['modality']!r} has no teacher to train (its teachers are exact)")
+    cfg = build(backend.TeachConfig if command == "teach" else backend.Config, rest, "config")
     return backend, cfg, train, data
 
 
@@ -45,20 +48,27 @@ def resolved(backend_name: str, cfg, train) -> dict:
     return {"modality": backend_name, **to_dict(cfg), "train": to_dict(train)}
 
 
-def cmd_distill(args) -> int:
+def cmd_train(args) -> int:
+    """distill (a student) or teach (a teacher): build the backend's objective and run the Trainer.
+    An objective with `export(net, run_dir)` also writes its EMA network for other tools (a teacher's
+    diffusers folder, a student pipeline) and returns where."""
     from .trainer import Trainer
 
-    backend, cfg, train, data = load_run_config(args.config, args.set)
+    backend, cfg, train, data = load_run_config(args.config, args.set, args.command)
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(resolved(data["modality"], cfg, train), sort_keys=False))
     import torch
 
     torch.manual_seed(train.seed)  # network initialisation is part of the run's seed
-    objective = backend.build(cfg, out)
+    objective = backend.teach(cfg, out) if args.command == "teach" else backend.build(cfg, out)
     trainer = Trainer(objective, train, out, resume=args.resume)
     try:
         metrics = trainer.fit()
+        if trainer.acc.is_main_process and hasattr(objective, "export") and trainer.step >= train.steps:
+            with trainer.ema_weights() as net:
+                folder = objective.export(net, out)
+            print(f"EMA network exported to {folder}")
     finally:
         trainer.end()
     if trainer.acc.is_main_process and metrics:
@@ -102,12 +112,14 @@ def cmd_sample(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="unidistill", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("distill", help="distil a teacher into a one/few-step student")
-    d.add_argument("config")
-    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    d.add_argument("--out", help="run directory (default runs/<config name>)")
-    d.add_argument("--resume", help="resume from this checkpoint folder instead of the run's latest")
-    d.set_defaults(fn=cmd_distill)
+    for name, what in (("distill", "distil a teacher into a one/few-step student"),
+                       ("teach", "train a diffusion teacher on data and export it")):
+        d = sub.add_parser(name, help=what)
+        d.add_argument("config")
+        d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+        d.add_argument("--out", help="run directory (default runs/<config name>)")
+        d.add_argument("--resume", help="resume from this checkpoint folder instead of the run's latest")
+        d.set_defaults(fn=cmd_train)
     s = sub.add_parser("sample", help="draw samples from a trained run's EMA generator")
     s.add_argument("run_dir")
     s.add_argument("--n", type=int, default=1000)

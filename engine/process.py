@@ -157,6 +157,46 @@ class RectifiedFlowProcess(GaussianProcess):
         return t
 
 
+@PROCESSES.register("vp_discrete")
+class DiscreteVPProcess(GaussianProcess):
+    """A DDPM-style discrete schedule (Ho et al. 2020) made continuous: t in [0, N-1] is the
+    timestep index and log alpha_bar is interpolated linearly between integer steps, so a network
+    trained on integer timesteps is queried exactly there. Field names follow diffusers' schedulers."""
+
+    SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
+                 beta_schedule: str = "linear"):
+        n = num_train_timesteps
+        if n < 2:
+            raise ValueError(f"vp_discrete needs num_train_timesteps >= 2, got {n}")
+        if beta_schedule == "linear":
+            betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
+        elif beta_schedule == "scaled_linear":  # Stable Diffusion
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
+        elif beta_schedule == "squaredcos_cap_v2":  # Nichol & Dhariwal 2021, beta capped at 0.999
+            f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+            betas = torch.tensor([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)], dtype=torch.float64)
+        else:
+            raise ValueError(f"unknown beta_schedule {beta_schedule!r}; choose one of: {', '.join(self.SCHEDULES)}")
+        if not ((betas > 0) & (betas < 1)).all():
+            raise ValueError("vp_discrete needs every beta in (0, 1)")
+        self.log_alpha_bar = torch.cumsum(torch.log1p(-betas), 0)
+        self.t_min, self.t_max = 0.0, float(n - 1)
+
+    def _log_alpha_bar(self, t: Tensor) -> Tensor:
+        table = self.log_alpha_bar.to(device=t.device, dtype=t.dtype if t.is_floating_point() else torch.float32)
+        i = t.detach().floor().clamp(0, len(table) - 2).long()
+        w = t - i.to(t.dtype)
+        return (1 - w) * table[i] + w * table[i + 1]
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(0.5 * self._log_alpha_bar(t))
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(-torch.expm1(self._log_alpha_bar(t)))
+
+
 def build_process(name: str, **kwargs) -> GaussianProcess:
     return PROCESSES.get(name)(**kwargs)
 
@@ -184,6 +224,17 @@ def lognormal(p_mean: float = -1.2, p_std: float = 1.2) -> Callable:
     def sample(n, process, device=None, generator=None):
         s = torch.exp(p_mean + p_std * torch.randn(n, device=device, generator=generator))
         return s.clamp(process.t_min, process.t_max)
+
+    return sample
+
+
+@TIME_SAMPLERS.register("logit_normal")
+def logit_normal(mean: float = 0.0, std: float = 1.0) -> Callable:
+    """t = sigmoid(N(mean, std^2)) rescaled to the process range (Esser et al. 2024, for flows)."""
+
+    def sample(n, process, device=None, generator=None):
+        u = torch.sigmoid(mean + std * torch.randn(n, device=device, generator=generator))
+        return process.t_min + (process.t_max - process.t_min) * u
 
     return sample
 

@@ -340,7 +340,8 @@ class Trainer:
         if self.cfg.progress and self.acc.is_main_process:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=self.cfg.steps, initial=self.step, desc="distill", dynamic_ncols=True)
+            bar = tqdm(total=self.cfg.steps, initial=self.step, desc=getattr(self.obj, "name", "distill"),
+                       dynamic_ncols=True)
         metrics: dict[str, float] = {}
         t0 = time.perf_counter()
         try:

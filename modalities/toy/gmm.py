@@ -1,5 +1,5 @@
 """Isotropic Gaussian-mixture teacher with an exact diffused density, score and denoiser under
-any Gaussian process, and the EDM probability-flow ODE sampler (Karras et al. 2022, Alg. 1).
+any Gaussian process (the probability-flow ODE sampler lives in engine.sampling).
 
 For x0 ~ sum_k w_k N(mu_k, s_k^2 I) and x_t = alpha x0 + sigma eps, component k of x_t is
 N(alpha mu_k, v_k I) with v_k = alpha^2 s_k^2 + sigma^2, so p_t, its score and E[x0 | x_t] are
@@ -8,21 +8,20 @@ closed form (DESIGN.md s.3: exact teachers first).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from unidistill.engine.process import GaussianProcess, VEProcess, karras_sigmas
+from unidistill.engine.process import GaussianProcess, VEProcess
+from unidistill.engine.sampling import ode_nfe, sample_ode, sigma_hat, t_of_sigma_hat  # noqa: F401 (re-exported)
 
-Denoiser = Callable[[Tensor, Tensor], Tensor]  # (x_t (B, d), t (B,)) -> D(x_t, t) (B, d)
 ArrayLike = Tensor | Sequence | float
 CONFIG_KEYS = ("means", "weights", "std", "ring", "random")
 FORMS = ("means", "ring", "random")
 RING_KEYS = ("modes", "radius", "std", "weights")
 RANDOM_KEYS = ("modes", "dim", "std", "scale", "seed", "weights")
-ODE_METHODS = ("euler", "heun")
 
 
 def _check_keys(where: str, cfg: Any, allowed: Sequence[str], required: Sequence[str]) -> None:
@@ -215,80 +214,3 @@ class ExactTeacher(nn.Module):
         if cond is not None:
             raise ValueError("ExactTeacher is unconditional; got a cond, expected None")
         return _posterior_mean(x_t, t, self.process, self.means, self.log_weights, self.var)
-
-
-# ---------------------------------------------------------------- probability-flow ODE sampler
-def sigma_hat(process: GaussianProcess, t: Tensor) -> Tensor:
-    """EDM noise level of the scaled variable x_t / alpha(t): sigma_hat = sigma(t) / alpha(t)."""
-    return process.sigma(t) / process.alpha(t)
-
-
-def t_of_sigma_hat(process: GaussianProcess, s: Tensor) -> Tensor:
-    """Invert the increasing map t -> sigma(t) / alpha(t) on [t_min, t_max] by 60 bisection steps
-    (vectorised, float64; clamped to the ends); for VE it is the identity t = sigma."""
-    out = s.dtype if isinstance(s, Tensor) and s.is_floating_point() else torch.float64
-    s64 = torch.as_tensor(s, dtype=torch.float64)
-    if isinstance(process, VEProcess):
-        return s64.clamp(process.t_min, process.t_max).to(out)
-    s_ends = sigma_hat(process, torch.tensor([process.t_min, process.t_max], dtype=torch.float64))
-    if not s_ends[0] < s_ends[1]:
-        raise ValueError(f"{type(process).__name__}: sigma/alpha must increase on [t_min, t_max]")
-    lo = torch.full_like(s64, process.t_min)
-    hi = torch.full_like(s64, process.t_max)
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        below = sigma_hat(process, mid) < s64
-        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-    return (0.5 * (lo + hi)).to(out)
-
-
-def _check_ode(n_steps: int, method: str) -> None:
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
-    if method not in ODE_METHODS:
-        raise ValueError(f"unknown ODE method {method!r}; choose one of: {', '.join(ODE_METHODS)}")
-
-
-def ode_nfe(n_steps: int, method: str = "heun") -> int:
-    """Denoiser calls made by sample_ode: 2 n_steps - 1 for heun, n_steps for euler."""
-    _check_ode(n_steps, method)
-    return n_steps if method == "euler" else 2 * n_steps - 1
-
-
-def sample_ode(denoiser: Denoiser, process: GaussianProcess, n_steps: int, n: int, d: int,
-               generator: torch.Generator | None = None, method: str = "heun", *,
-               rho: float = 7.0, dtype: torch.dtype = torch.float32,
-               device: torch.device | str | None = None) -> Tensor:
-    """Deterministic probability-flow ODE (Karras et al. 2022, Alg. 1 without churn) for any
-    Gaussian process, in the scaled variable x_hat = x / alpha with sigma_hat = sigma / alpha:
-    d x_hat / d sigma_hat = (x_hat - D(alpha x_hat, t)) / sigma_hat.
-
-    Starts from the standard prior x_T = sigma(T) z (dropping the alpha(T)^2 Var[x0] term), i.e.
-    x_hat = sigma_hat(T) z; steps along the Karras grid of n_steps sigma_hats from sigma_hat(t_max)
-    to sigma_hat(t_min) (t recovered by t_of_sigma_hat), then jumps to x0 = D(x, t_min). Euler or
-    Heun steps; n_steps = 1 is the single jump x0 = D(x_T, T). NFE = ode_nfe(n_steps, method).
-    Returns x0 (n, d) in dtype; differentiable if the denoiser is (sample under torch.no_grad()).
-    """
-    _check_ode(n_steps, method)
-    ends = torch.tensor([process.t_min, process.t_max], dtype=torch.float64)
-    s_min, s_max = sigma_hat(process, ends).tolist()
-    sigmas = karras_sigmas(n_steps, s_min, s_max, rho).tolist()
-    times = t_of_sigma_hat(process, torch.tensor(sigmas, dtype=torch.float64))
-    alphas = process.alpha(times).tolist()
-
-    def d_hat(x_hat: Tensor, i: int) -> Tensor:
-        """D in the scaled variable: E[x0 | x_t = alpha_i x_hat] at t_i."""
-        t = torch.full((n,), times[i].item(), dtype=dtype, device=x_hat.device)
-        return denoiser(alphas[i] * x_hat, t).to(dtype)
-
-    z_device = device if generator is None else generator.device  # draw where the generator lives
-    x = sigmas[0] * torch.randn(n, d, generator=generator, dtype=dtype, device=z_device).to(device)
-    for i in range(n_steps - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
-        slope = (x - d_hat(x, i)) / s
-        x_next = x + (s_next - s) * slope
-        if method == "heun":
-            slope_next = (x_next - d_hat(x_next, i + 1)) / s_next
-            x_next = x + (s_next - s) * 0.5 * (slope + slope_next)
-        x = x_next
-    return d_hat(x, n_steps - 1)
