@@ -1,2 +1,7 @@
 """Modality backends; importing this package registers the built-in ones."""
 from . import toy  # noqa: F401
+
+try:  # the image backend needs the `image` extra (diffusers, transformers, scikit-learn)
+    from . import image  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    _IMAGE_MISSING = str(e)
