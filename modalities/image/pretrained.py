@@ -1,0 +1,142 @@
+"""Load a teacher from a local diffusers folder (or a shipped one by name).
+
+Expected layout (the one `save_pretrained` of a diffusers pipeline writes):
+  scheduler/scheduler_config.json            required: fixes the parameterisation (see denoiser.py)
+  unet/ or transformer/                      UNet2DModel | UNet2DConditionModel | DiTTransformer2DModel
+  text_encoder/ + tokenizer/                 required by UNet2DConditionModel (transformers classes)
+  vae/                                       optional AutoencoderKL: distillation runs in its latent space
+Nothing is downloaded: a user with real weights on disk points `teacher:` at the folder.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .denoiser import NETWORKS, DiffusersDenoiser, Parameterisation
+
+WEIGHTS = Path(__file__).parent / "weights"
+SHIPPED = {"digits": WEIGHTS / "digits_edm", "digits_flow": WEIGHTS / "digits_flow"}
+
+
+@dataclass
+class Teacher:
+    """A frozen teacher denoiser plus what maps its space to pictures and its conditions to inputs."""
+
+    denoiser: DiffusersDenoiser
+    folder: Path
+    scheduler_config: dict
+    network_folder: str  # "unet" or "transformer"
+    vae: nn.Module | None = None
+    prompts: list[str] | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        s = self.denoiser.size
+        return (self.denoiser.channels, *((s, s) if isinstance(s, int) else s))
+
+    @torch.no_grad()
+    def decode(self, x: Tensor) -> Tensor:
+        """Model-space samples -> images in [-1, 1] (through the VAE for latent teachers)."""
+        if self.vae is None:
+            return x
+        cfg = self.vae.config
+        z = x / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+        return self.vae.decode(z.to(next(self.vae.parameters()).dtype)).sample.float()
+
+
+def resolve(source: str | Path) -> Path:
+    if str(source) in SHIPPED:
+        return SHIPPED[str(source)]
+    folder = Path(source)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"teacher {str(source)!r} is neither a shipped teacher ({', '.join(SHIPPED)}) "
+                                "nor a local diffusers folder")
+    return folder
+
+
+def load_teacher(source: str | Path, *, guidance_scale: float = 1.0, prompts: list[str] | None = None,
+                 check: bool = True) -> Teacher:
+    """A Teacher from a shipped name or a diffusers folder; checks everything before training starts."""
+    import diffusers
+
+    folder = resolve(source)
+    sched_file = folder / "scheduler" / "scheduler_config.json"
+    if not sched_file.is_file():
+        raise FileNotFoundError(f"teacher folder {folder} has no scheduler/scheduler_config.json")
+    sched = json.loads(sched_file.read_text())
+    param, process = Parameterisation.from_scheduler(sched)
+    sub = next((s for s in ("unet", "transformer") if (folder / s / "config.json").is_file()), None)
+    if sub is None:
+        raise FileNotFoundError(f"teacher folder {folder} has no unet/config.json or transformer/config.json")
+    cls_name = json.loads((folder / sub / "config.json").read_text()).get("_class_name", "?")
+    if cls_name not in NETWORKS:
+        raise ValueError(f"teacher network class {cls_name!r} in {folder / sub} is not supported; "
+                         f"supported: {', '.join(NETWORKS)}")
+    net = getattr(diffusers, cls_name).from_pretrained(folder / sub).float()
+    num_conds, table = 0, None
+    if cls_name == "UNet2DConditionModel":
+        if not prompts:
+            raise ValueError(f"teacher {folder} is text-conditioned (UNet2DConditionModel): give `prompts`")
+        table = encode_prompts(folder, prompts)
+        num_conds = len(prompts)
+    elif prompts:
+        raise ValueError(f"teacher {folder} ({cls_name}) is not text-conditioned; remove `prompts`")
+    elif cls_name == "UNet2DModel" and net.config.num_class_embeds:
+        if net.config.class_embed_type not in (None, "timestep"):
+            raise ValueError(f"UNet2DModel class_embed_type {net.config.class_embed_type!r} is not supported")
+        num_conds = net.config.num_class_embeds - 1  # convention: the last class embedding is the null class
+    elif cls_name == "DiTTransformer2DModel":
+        num_conds = net.config.num_embeds_ada_norm  # DiT's label embedding holds one extra (null) row
+    vae = None
+    if (folder / "vae" / "config.json").is_file():
+        vae = diffusers.AutoencoderKL.from_pretrained(folder / "vae").float().requires_grad_(False).eval()
+    den = DiffusersDenoiser(net, param, process, num_conds=num_conds, cond_table=table,
+                            guidance_scale=guidance_scale).requires_grad_(False).eval()
+    teacher = Teacher(den, folder, sched, sub, vae, list(prompts) if prompts else None)
+    if check:
+        check_teacher(teacher)
+    return teacher
+
+
+def encode_prompts(folder: Path, prompts: list[str]) -> Tensor:
+    """Text-encoder hidden states (len(prompts) + 1, L, D) of a teacher folder's text encoder (see embed_prompts)."""
+    return embed_prompts(*load_text_encoder(folder), prompts)
+
+
+def load_text_encoder(folder: Path):
+    """(tokenizer, text encoder) from a teacher folder's tokenizer/ and text_encoder/ (transformers Auto classes)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    for sub in ("tokenizer", "text_encoder"):
+        if not (folder / sub).is_dir():
+            raise FileNotFoundError(f"teacher folder {folder} is text-conditioned but has no {sub}/")
+    tok = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    return tok, AutoModel.from_pretrained(folder / "text_encoder").float().eval()
+
+
+@torch.no_grad()
+def embed_prompts(tokenizer, text_encoder: nn.Module, prompts: list[str]) -> Tensor:
+    """Text-encoder hidden states (len(prompts) + 1, L, D); the last row is the empty prompt (CFG)."""
+    ids = tokenizer(list(prompts) + [""], padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    return text_encoder(ids.to(text_encoder.device)).last_hidden_state.float()
+
+
+@torch.no_grad()
+def check_teacher(teacher: Teacher) -> None:
+    """One call at a middle noise level on random inputs; a non-finite output fails here, before training."""
+    den = teacher.denoiser
+    n = 2
+    t = torch.full((n,), 0.5 * (den.process.t_min + den.process.t_max)) if den.param.family != "edm" \
+        else torch.full((n,), 1.0)
+    x = torch.randn(n, *teacher.shape)
+    c = torch.zeros(n, dtype=torch.long) if den.num_conds else None
+    d = den(x, t, c)
+    if d.shape != x.shape:
+        raise ValueError(f"teacher output shape {tuple(d.shape)} does not match its input {tuple(x.shape)}")
+    if not torch.isfinite(d).all():
+        raise ValueError(f"teacher {teacher.folder} returns non-finite values at t = {t[0].item():.4g}")
