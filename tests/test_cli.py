@@ -53,6 +53,10 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
 
         assert load_teacher(tmp_path / "teacher").shape == (1, 8, 8)
         return
+    if yaml.safe_load(config.read_text()).get("modality") == "image":  # a student exports a diffusers pipeline
+        from unidistill.modalities.image.pipeline import load_student
+
+        assert load_student(tmp_path / "student")(num_images=3).shape == (3, 8, 8, 1)
     for name in ("config.yaml", "log.csv", "metrics.json"):
         assert (tmp_path / name).is_file(), name
     assert list((tmp_path / "samples").glob("*.png"))

@@ -21,6 +21,7 @@ from .denoiser import time_of_sigma
 from .generator import StudentGenerator
 from .nets import ImageDiscriminator
 from .pictures import save_grid
+from .pipeline import save_student
 from .pretrained import Teacher, load_teacher
 from .rewards import REWARDS
 from .sampling import sample_teacher
@@ -94,7 +95,10 @@ class ImageBackend:
         real = self._real(cfg, teacher, out_dir) if disc is not None else None
         reward = None
         if cfg.reward is not None:
-            reward = RewardTerm(build_named(REWARDS, {"name": cfg.reward.name}, "reward.name"), cfg.reward.alpha)
+            if cfg.reward.name == "classifier" and (teacher.shape != (1, 8, 8) or den.num_conds != 10):
+                raise ConfigError("config key reward.name: 'classifier' scores 8x8 digits of 10 classes; this "
+                                  f"teacher makes {teacher.shape} samples with {den.num_conds} conditions")
+            reward = RewardTerm(build_named(REWARDS, cfg.reward.name, "reward"), cfg.reward.alpha)
         k, shape, n_conds = len(times), teacher.shape, den.num_conds
 
         def latents(noise, n):
@@ -108,6 +112,7 @@ class ImageBackend:
             evaluate=lambda g: self._evaluate(teacher, g, cfg.eval.n_samples),
             save_pictures=lambda g, path: save_grid(teacher.decode(draw(g, 100, teacher)[0]), path, nrow=10))
         obj.teacher_info = teacher
+        obj.export = lambda g, run: save_student(g, teacher, Path(run) / "student")  # diffusers OneStepPipeline
         return obj
 
     def _real(self, cfg: ImageConfig, teacher: Teacher, out_dir: Path):

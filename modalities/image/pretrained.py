@@ -94,6 +94,9 @@ def load_teacher(source: str | Path, *, guidance_scale: float = 1.0, prompts: li
     vae = None
     if (folder / "vae" / "config.json").is_file():
         vae = diffusers.AutoencoderKL.from_pretrained(folder / "vae").float().requires_grad_(False).eval()
+        if vae.config.latent_channels != net.config.in_channels:
+            raise ValueError(f"teacher {folder}: the VAE has {vae.config.latent_channels} latent channels but the "
+                             f"{cls_name} takes {net.config.in_channels}")
     den = DiffusersDenoiser(net, param, process, num_conds=num_conds, cond_table=table,
                             guidance_scale=guidance_scale).requires_grad_(False).eval()
     teacher = Teacher(den, folder, sched, sub, vae, list(prompts) if prompts else None)
