@@ -59,6 +59,9 @@ def _coerce(tp, value, where: str):
         vt = args[0] if args else Any
         return [_coerce(vt, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is typing.Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare no/off/yes/on as a boolean
+            value = next((w for w in (("no", "off", "false") if not value else ("yes", "on", "true")) if w in args),
+                         value)
         if value not in args:
             choices = ", ".join(map(str, args))
             raise ConfigError(f"config key {where} = {value!r} is not allowed; choose one of: {choices}")

@@ -104,6 +104,8 @@ def test_config_errors_name_key_and_choices():
         build(TrainConfig, {"steps": "many"}, "train")
     with pytest.raises(ConfigError, match="train.mixed_precision = 'fp8' is not allowed; choose one of: no, bf16"):
         build(TrainConfig, {"mixed_precision": "fp8"}, "train")
+    # YAML 1.1 reads a bare `no` as false: the choice it spells is still understood
+    assert build(TrainConfig, {"mixed_precision": False}, "train").mixed_precision == "no"
     with pytest.raises(ConfigError, match="ema_decay"):
         build(TrainConfig, {"ema_decay": 1.5}, "train")
 
