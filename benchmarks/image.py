@@ -6,7 +6,7 @@ measures what users run. Every sampler is scored on the same 1000 samples per ro
 cycling, fixed seed) with the shipped digits classifier: digits-FID against the 500 held-out real
 digits, class accuracy, and the mean log p(class | x) (the DI++ / DI* reward).
 
-    python benchmarks/image.py [--jobs 2] [--methods sim,sid] [--skip-teacher] [--retable]
+    python benchmarks/image.py [--jobs 2] [--methods sim,sid] [--teachers digits,digits_flow] [--retable]
 
 Writes benchmarks/results/image.json, docs/img/image_*.png and the image section of docs/results.md.
 """
@@ -58,12 +58,12 @@ def score(x: torch.Tensor, c: torch.Tensor) -> dict:
     return out
 
 
-def teacher_rows() -> list[dict]:
+def teacher_rows(names: list[str]) -> list[dict]:
     from unidistill.modalities.image.pretrained import load_teacher
     from unidistill.modalities.image.sampling import ode_nfe, sample_teacher
 
     rows = []
-    for name in ("digits", "digits_flow"):
+    for name in names:
         teacher = load_teacher(name)
         c = torch.arange(N_EVAL) % 10
         runs = [("euler", n) for n in EULER_NFE] + [("heun", n) for n in HEUN_STEPS]
@@ -134,7 +134,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--methods", help="comma-separated benchmark names (default: all)")
-    p.add_argument("--skip-teacher", action="store_true", help="reuse the teacher rows in image.json")
+    p.add_argument("--teachers", default="digits,digits_flow",
+                   help="teachers whose ODE rows to (re)measure; others are kept from image.json ('' for none)")
     p.add_argument("--retable", action="store_true", help="only rewrite docs/results.md from image.json")
     args = p.parse_args()
     path = RESULTS / "image.json"
@@ -145,12 +146,13 @@ def main() -> None:
     from unidistill.modalities.image.evaluate import real_floor
 
     torch.set_num_threads(max(1, 2 // args.jobs))
-    names = args.methods.split(",") if args.methods else list(METHODS)
+    names = [n for n in args.methods.split(",") if n] if args.methods is not None else list(METHODS)
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         sys.exit(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    result = {"floor": real_floor(), "n_eval": N_EVAL,
-              "teacher": old.get("teacher", []) if args.skip_teacher else teacher_rows(),
+    teachers = [t for t in args.teachers.split(",") if t]
+    kept = [r for r in old.get("teacher", []) if r["teacher"] not in teachers]
+    result = {"floor": real_floor(), "n_eval": N_EVAL, "teacher": kept + teacher_rows(teachers),
               "students": {k: v for k, v in old.get("students", {}).items() if k not in names}}
     with ProcessPoolExecutor(args.jobs) as pool:
         for row in pool.map(student_job, [(n, METHODS[n][0]) for n in names]):
