@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -45,7 +46,11 @@ METHODS = {  # benchmark name -> (shipped config, family, data-free)
     "di++ (ikl + reward)": ("digits_dipp", "KL + reward", True),
     "di* (sim + reward)": ("digits_distar", "score + reward", True),
     "sim 2-step": ("digits_sim_2step", "score", True),
-    "sim, teacher with CFG w=2": ("digits_sim_cfg2", "score", True),
+    "sim cfg w=2": ("digits_sim_cfg2", "score", True),
+    "sim 2000 steps cosine lr": ("digits_sim", "score", True),
+}
+OVERRIDES = {  # benchmark name -> config overrides (its run directory gets the name's own folder)
+    "sim 2000 steps cosine lr": ["train.steps=2000", "train.schedule=cosine", "train.eval_every=1000"],
 }
 
 
@@ -88,14 +93,21 @@ def student_job(args: tuple) -> dict:
     torch.set_num_threads(1)
     from unidistill.engine.cli import main
 
-    out = RUNS / config
+    run = run_name(name)
+    out = RUNS / run
+    sets = [a for o in ["train.progress=false", *OVERRIDES.get(name, [])] for a in ("--set", o)]
     t0 = time.perf_counter()
-    code = main(["distill", str(EXAMPLES / f"{config}.yaml"), "--out", str(out), "--set", "train.progress=false"])
+    code = main(["distill", str(EXAMPLES / f"{config}.yaml"), "--out", str(out), *sets])
     wall = time.perf_counter() - t0
     if code != 0:
         return {"sampler": name, "error": f"exit code {code}"}
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"sampler": name, "config": config, "distill_s": wall, **metrics}
+    return {"sampler": name, "config": config, "run": run, "distill_s": wall, **metrics}
+
+
+def run_name(name: str) -> str:
+    config = METHODS[name][0]
+    return config if name not in OVERRIDES else re.sub(r"\W+", "_", name).strip("_")
 
 
 def student_extras(row: dict) -> dict:
@@ -105,7 +117,7 @@ def student_extras(row: dict) -> dict:
     from unidistill.modalities.image.backend import draw
     from unidistill.modalities.image.sampling import sample_teacher
 
-    run = RUNS / row["config"]
+    run = RUNS / row.get("run", row["config"])
     backend, cfg, train, _ = load_run_config(run / "config.yaml")
     obj = backend.build(cfg, run)
     tensors, _ = ckpt.load_latest(run / "checkpoints")
@@ -131,7 +143,7 @@ def student_extras(row: dict) -> dict:
     pics = sorted((run / "samples").glob("step_*.png"))
     if pics:
         IMG.mkdir(parents=True, exist_ok=True)
-        shutil.copy(pics[-1], IMG / f"image_{row['config']}.png")
+        shutil.copy(pics[-1], IMG / f"image_{row.get('run', row['config'])}.png")
     return row
 
 
@@ -167,9 +179,20 @@ def main() -> None:
             row["family"], row["data_free"] = METHODS[name][1], METHODS[name][2]
             result["students"][name] = row
             print(name, {k: row.get(k) for k in ("digits_fid", "class_accuracy", "distill_s")}, flush=True)
+            result = merged(result, teachers)
             write_result("image", result)
+    result = merged(result, teachers)
     write_result("image", result)
     replace_section("image", table(result))
+
+
+def merged(result: dict, teachers: list[str]) -> dict:
+    """Our rows over what is on disk now (another invocation may have added rows meanwhile)."""
+    path = RESULTS / "image.json"
+    disk = json.loads(path.read_text()) if path.exists() else {}
+    rows = [r for r in disk.get("teacher", []) if r["teacher"] not in teachers]
+    rows += [r for r in result["teacher"] if r["teacher"] in teachers]
+    return {**result, "teacher": rows, "students": {**disk.get("students", {}), **result["students"]}}
 
 
 def table(result: dict) -> str:
@@ -197,13 +220,21 @@ def table(result: dict) -> str:
         lines.append(f"| **{name}**{free} | {r['nfe']} | {r['digits_fid']:.2f} | {r['class_accuracy']:.3f} | "
                      f"{r['log_p_class']:.3f} | {r['ms_per_image']:.3f} (teacher 35 NFE: "
                      f"{r['teacher35_ms_per_image']:.2f}) | {r['distill_s']:.0f} |")
-    lines += ["", f"Best teacher: {best['sampler']} (digits-FID {best['digits_fid']:.2f})."]
+    lines += ["", f"Best teacher sampler: {best['sampler']} (digits-FID {best['digits_fid']:.2f}, {best['nfe']} NFE)."]
     one = {k: v for k, v in result["students"].items() if "error" not in v and v.get("nfe") == 1}
     if one:
         top = min(one, key=lambda k: one[k]["digits_fid"])
         ratio = one[top]["digits_fid"] / best["digits_fid"]
-        lines.append(f"Best one-step student: {top} (digits-FID {one[top]['digits_fid']:.2f}, "
-                     f"{ratio:.2f}x the best teacher's).")
+        met = "met" if ratio <= 1 else "not met"
+        lines.append(f"Best one-step student: {top} (digits-FID {one[top]['digits_fid']:.2f}, {ratio:.2f}x the best "
+                     f"teacher's; goal at most 1x: {met}).")
+        for fam in ("score", "KL"):
+            cands = {k: v for k, v in one.items() if v.get("family") == fam}
+            if cands:
+                k = min(cands, key=lambda k: cands[k]["digits_fid"])
+                r = cands[k]["digits_fid"] / best["digits_fid"]
+                lines.append(f"Best {fam}-family one-step student: {k}, {r:.2f}x the best teacher's "
+                             f"(goal at most 1.5x: {'met' if r <= 1.5 else 'not met'}).")
     return "\n".join(lines)
 
 
