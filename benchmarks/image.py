@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import re
 import shutil
 import sys
@@ -48,9 +49,11 @@ METHODS = {  # benchmark name -> (shipped config, family, data-free)
     "sim 2-step": ("digits_sim_2step", "score", True),
     "sim cfg w=2": ("digits_sim_cfg2", "score", True),
     "sim 2000 steps cosine lr": ("digits_sim", "score", True),
+    "sim 4000 steps cosine lr": ("digits_sim", "score", True),
 }
 OVERRIDES = {  # benchmark name -> config overrides (its run directory gets the name's own folder)
     "sim 2000 steps cosine lr": ["train.steps=2000", "train.schedule=cosine", "train.eval_every=1000"],
+    "sim 4000 steps cosine lr": ["train.steps=4000", "train.schedule=cosine", "train.eval_every=1000"],
 }
 
 
@@ -89,8 +92,8 @@ def teacher_rows(names: list[str]) -> list[dict]:
 
 
 def student_job(args: tuple) -> dict:
-    name, config = args
-    torch.set_num_threads(1)
+    name, config, threads = args
+    torch.set_num_threads(threads)
     from unidistill.engine.cli import main
 
     run = run_name(name)
@@ -171,8 +174,9 @@ def main() -> None:
     kept = [r for r in old.get("teacher", []) if r["teacher"] not in teachers]
     result = {"floor": real_floor(), "n_eval": N_EVAL, "teacher": kept + teacher_rows(teachers),
               "students": {k: v for k, v in old.get("students", {}).items() if k not in names}}
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for row in pool.map(student_job, [(n, METHODS[n][0]) for n in names]):
+    # spawn, not fork: a child forked after the parent's OpenMP pool started can hang on its first op
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for row in pool.map(student_job, [(n, METHODS[n][0], max(1, 2 // args.jobs)) for n in names]):
             if "error" not in row:
                 row = student_extras(row)
             name = row["sampler"]
