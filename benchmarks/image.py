@@ -58,12 +58,12 @@ OVERRIDES = {  # benchmark name -> config overrides (its run directory gets the 
 
 
 def score(x: torch.Tensor, c: torch.Tensor) -> dict:
-    from unidistill.modalities.image.classifier import load_classifier
-    from unidistill.modalities.image.evaluate import DigitsEvaluator
+    from unidistill.modalities.image.evaluate import shipped_evaluator
 
-    out = DigitsEvaluator()(x, c)
+    ev = shipped_evaluator()
+    out = ev(x, c)
     with torch.no_grad():
-        out["log_p_class"] = float(load_classifier().log_prob(x.clamp(-1, 1), c).mean())
+        out["log_p_class"] = float(ev.classifier.log_prob(x.clamp(-1, 1), c).mean())
     return out
 
 

@@ -136,10 +136,10 @@ class ImageBackend:
     def _evaluate(self, teacher: Teacher, generator, n: int) -> dict[str, float]:
         if teacher.shape != (1, 8, 8) or teacher.denoiser.num_conds != 10:
             return {}
-        from .evaluate import DigitsEvaluator
+        from .evaluate import shipped_evaluator
 
         x, c = draw(generator, n, teacher)
-        return DigitsEvaluator()(x, c)
+        return shipped_evaluator()(x, c)
 
     def sample(self, objective: ContinuousDistillation, generator, n: int) -> np.ndarray:
         x, _ = draw(generator, n, objective.teacher_info)

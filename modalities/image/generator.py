@@ -20,19 +20,21 @@ class StudentGenerator(nn.Module):
             raise ValueError(f"student times must be a non-empty decreasing list, got {times}")
         self.denoiser = denoiser
         self.register_buffer("times", torch.tensor(times, dtype=torch.float32), persistent=False)
+        t = torch.tensor(times, dtype=torch.float64)
+        self._alphas = denoiser.process.alpha(t).tolist()  # x_t = alpha_k x + sigma_k z_k at each step
+        self._sigmas = denoiser.process.sigma(t).tolist()
 
     @property
     def n_steps(self) -> int:
         return len(self.times)
 
     def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
-        proc = self.denoiser.process
         if z.ndim != 5 or z.shape[1] != self.n_steps:
             raise ValueError(f"student latents must be (B, {self.n_steps}, C, H, W), got {tuple(z.shape)}")
         x = None
         for k in range(self.n_steps):
             t = self.times[k].expand(z.shape[0])
-            a, s = proc.alpha(t[:1]).item(), proc.sigma(t[:1]).item()
+            a, s = self._alphas[k], self._sigmas[k]
             x_t = s * z[:, k] if x is None else a * x + s * z[:, k]
             x = self.denoiser(x_t, t, c)
         return x

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .denoiser import NETWORKS, DiffusersDenoiser, Parameterisation
 from .generator import StudentGenerator
-from .pretrained import Teacher, embed_prompts, load_text_encoder
+from .pretrained import Teacher, decode_latents, embed_prompts, load_text_encoder
 
 OUTPUT_TYPES = ("np", "pt", "pil")
 
@@ -85,9 +85,7 @@ class OneStepPipeline(DiffusionPipeline):
                         device=generator.device if generator is not None else "cpu")
         x = student(z.to(p.device), None if c is None else c.to(p.device))
         if self.vae is not None:
-            cfg = self.vae.config
-            latents = x / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
-            x = self.vae.decode(latents.to(self.vae.dtype)).sample
+            x = decode_latents(self.vae, x)
         images = (x.float() / 2 + 0.5).clamp(0, 1).cpu()
         if output_type == "pt":
             return images

@@ -41,11 +41,14 @@ class Teacher:
     @torch.no_grad()
     def decode(self, x: Tensor) -> Tensor:
         """Model-space samples -> images in [-1, 1] (through the VAE for latent teachers)."""
-        if self.vae is None:
-            return x
-        cfg = self.vae.config
-        z = x / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
-        return self.vae.decode(z.to(next(self.vae.parameters()).dtype)).sample.float()
+        return x if self.vae is None else decode_latents(self.vae, x)
+
+
+def decode_latents(vae: nn.Module, x: Tensor) -> Tensor:
+    """Latents (scaled by the VAE's scaling_factor, shifted by its shift_factor if any) -> images in [-1, 1]."""
+    cfg = vae.config
+    z = x / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+    return vae.decode(z.to(next(vae.parameters()).dtype)).sample.float()
 
 
 def resolve(source: str | Path) -> Path:

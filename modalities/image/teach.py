@@ -105,12 +105,12 @@ def build_teach(cfg: TeachConfig, out_dir: Path) -> DenoisingObjective:
                                   generator=torch.Generator().manual_seed(seed)), cond
 
     def evaluate(den_):
-        from .evaluate import DigitsEvaluator
+        from .evaluate import shipped_evaluator
 
         if cfg.data != "digits":
             return {}
         x, cond = draw(den_, cfg.eval.n_samples)
-        return DigitsEvaluator()(x, cond)
+        return shipped_evaluator()(x, cond)
 
     obj = DenoisingObjective(
         denoiser=den, process=process, data=data, time_sampler=t_sampler, weight=weight,
