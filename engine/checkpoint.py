@@ -46,6 +46,18 @@ def _write_json(path: Path, obj) -> None:
         os.fsync(f.fileno())
 
 
+def _unshared(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """CPU copies safetensors accepts: a tensor sharing storage with an earlier one (tied weights,
+    e.g. a language model's input and output embeddings) is cloned; loading re-ties them."""
+    out, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().contiguous().cpu()
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
+
+
 def save(root: str | Path, step: int, tensors: dict[str, Tensor], meta: dict, keep: int = 2) -> Path:
     """Write checkpoint `step` under root atomically; keep the newest `keep` checkpoints."""
     root = Path(root)
@@ -54,7 +66,7 @@ def save(root: str | Path, step: int, tensors: dict[str, Tensor], meta: dict, ke
     tmp = root / f"step_{step:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
+    save_file(_unshared(tensors), str(tmp / TENSORS))
     _write_json(tmp / META, {**meta, "step": step})
     _write_json(tmp / MANIFEST, {name: _sha256(tmp / name) for name in (TENSORS, META)})
     _fsync_dir(tmp)

@@ -1,7 +1,12 @@
 """The discrete objective (DiDi-Instruct, Zheng et al. 2025): a student that samples token
 sequences with log-probabilities, trained by the policy-gradient estimator with a reward from the
 density ratio between the corrupted teacher and student marginals, estimated by a time-conditioned
-discriminator (teacher "real", student "fake") or given exactly by an oracle in tests."""
+discriminator (teacher "real", student "fake") or given exactly by an oracle in tests.
+
+Optional parts of DiDi-Instruct: the corruption time coupled to the rollout's intermediate time tau,
+a time weight omega(t) on the reward, per-token discriminator logits (the sequence's log-ratio is their
+mean over the masked positions), and regularisers on the trajectory such as intermediate-state
+matching (KL(teacher || student) at the rollout's states) and an entropy bonus."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,21 +16,69 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .divergences import PolicyGradient
+from .masked_sampling import Predictor, Trajectory
 from .noise import Noise
 from .process import MaskingProcess, bcast
 
-Rollout = Callable[[nn.Module, int], tuple[Tensor, Tensor]]  # (student, n) -> (x (n, L), log p (n,))
+Rollout = Callable[[nn.Module, int], "Trajectory | tuple[Tensor, Tensor]"]  # (student, n) -> trajectory or (x, log p)
 LogRatio = Callable[[Tensor, Tensor], Tensor]  # (z (B, L), t (B,)) -> log r = log teacher_t / student_t
+Regulariser = Callable[[nn.Module, Trajectory], Tensor]  # (student, trajectory) -> per-example loss (B,)
+
+
+def masked_mean(values: Tensor, z: Tensor, mask_id: int) -> Tensor:
+    """Mean of per-token values (B, L) over the positions masked in z (all positions if none is)."""
+    m = (z == mask_id).to(values.dtype)
+    m = torch.where(m.sum(-1, keepdim=True) > 0, m, torch.ones_like(m))
+    return (values * m).sum(-1) / m.sum(-1)
+
+
+def inverse_t_weight(lo: float = 0.1, hi: float = 10.0) -> Callable[[Tensor], Tensor]:
+    """omega(t) = -alpha'(t) / (1 - alpha(t)) = 1 / t for the log-linear schedule, clamped to [lo, hi]
+    (DiDi-Instruct's time weight)."""
+    return lambda t: (1 / t.double().clamp_min(1e-12)).clamp(lo, hi)
+
+
+def entropy_bonus(student: nn.Module, traj: Trajectory, mask_id: int) -> Tensor:
+    """-(mean entropy of the student's p(x0 | z) over masked positions, averaged over steps), (B,)."""
+    h = [masked_mean(-(lp.exp() * finite(lp)).sum(-1), z, mask_id) for lp, z in zip(traj.log_probs, traj.states)]
+    return -torch.stack(h).mean(0)
+
+
+def finite(lp: Tensor) -> Tensor:
+    """log-probabilities with -inf (zero-probability tokens, e.g. SUBS's mask token) replaced by 0, so that
+    p * log p and its gradient are 0 there instead of NaN."""
+    return torch.where(torch.isfinite(lp), lp, torch.zeros_like(lp))
+
+
+def state_matching(teacher: Predictor, mask_id: int) -> Regulariser:
+    """Intermediate-state matching: KL(teacher || student) of p(x0 | z) at each rollout state, mean over
+    masked positions and steps, (B,); the teacher sees exactly the student's states."""
+
+    def reg(student: nn.Module, traj: Trajectory) -> Tensor:
+        kls = []
+        for lp_s, z, t in zip(traj.log_probs, traj.states, traj.times.T):
+            with torch.no_grad():
+                lp_t = torch.log_softmax(teacher(z, t.float().to(z.device)).double(), -1)
+            kl = (lp_t.exp() * (finite(lp_t) - finite(lp_s))).sum(-1)  # 0 where the teacher gives p = 0
+            kls.append(masked_mean(kl, z, mask_id))
+        return torch.stack(kls).mean(0)
+
+    return reg
 
 
 class DiscreteDistillation:
     """Objective for the Trainer; `real(noise, n)` draws the discriminator's real side (teacher
     samples: data-free; or corpus data)."""
 
+    name = "distill"
+
     def __init__(self, *, process: MaskingProcess, student: nn.Module, rollout: Rollout,
                  estimator: PolicyGradient, time_sampler: Callable, real: Callable[[Noise, int], Tensor],
                  discriminator: nn.Module | None = None, oracle: Callable[[nn.Module], LogRatio] | None = None,
-                 corruptions: int = 1, evaluate: Callable | None = None, save_pictures: Callable | None = None):
+                 corruptions: int = 1, coupled_time: bool = False,
+                 time_weight: Callable[[Tensor], Tensor] | None = None,
+                 regularisers: dict[str, tuple[float, Regulariser]] | None = None,
+                 evaluate: Callable | None = None, save_pictures: Callable | None = None):
         if (discriminator is None) == (oracle is None):
             raise ValueError("the policy-gradient estimator needs exactly one density-ratio source: "
                              "a discriminator or an oracle")
@@ -33,39 +86,62 @@ class DiscreteDistillation:
             raise ValueError(f"corruptions must be >= 1, got {corruptions}")
         self.process, self.rollout, self.estimator = process, rollout, estimator
         self.time_sampler, self.real, self.disc, self.oracle = time_sampler, real, discriminator, oracle
-        self.m = corruptions
+        self.m, self.coupled_time, self.time_weight = corruptions, coupled_time, time_weight
+        self.regularisers = dict(regularisers or {})
         self.modules: dict[str, nn.Module] = {"generator": student}
         if discriminator is not None:
             self.modules["discriminator"] = discriminator
         self._evaluate, self._save_pictures = evaluate, save_pictures
 
-    def _corrupt(self, x: Tensor, noise: Noise) -> tuple[Tensor, Tensor]:
-        """z_t for t ~ time sampler, one row per x row (rank-invariant noise)."""
-        n = x.shape[0]
-        t = noise.draw(lambda k, g: self.time_sampler(k, self.process, generator=g), n).to(x.device)
-        keep = noise.rand(n, *x.shape[1:]).to(x.device) < bcast(self.process.alpha(t), x)
-        return torch.where(keep, x, torch.full_like(x, self.process.mask_id)), t
+    def _trajectory(self, student: nn.Module, n: int) -> Trajectory:
+        out = self.rollout(student, n)
+        return out if isinstance(out, Trajectory) else Trajectory(out[0], out[1], [], None, [])
+
+    def _times(self, noise: Noise, n: int, traj: Trajectory | None, device) -> Tensor:
+        """Corruption times: the rollout's intermediate time (coupled) or fresh draws."""
+        if self.coupled_time:
+            if traj is None or traj.times is None or traj.times.shape[1] < 3:
+                raise ValueError("coupled_time needs a rollout with an intermediate time (at least 2 steps)")
+            return traj.times[:, 1].float().to(device)
+        return noise.draw(lambda k, g: self.time_sampler(k, self.process, generator=g), n).to(device)
+
+    def _corrupt(self, x: Tensor, t: Tensor, noise: Noise) -> Tensor:
+        keep = noise.rand(*x.shape).to(x.device) < bcast(self.process.alpha(t), x)
+        return torch.where(keep, x, torch.full_like(x, self.process.mask_id))
+
+    def _logit(self, z: Tensor, t: Tensor) -> Tensor:
+        """Sequence logit (B,): the discriminator's own, or the masked mean of its per-token logits."""
+        out = self.disc(z, t)
+        return out.reshape(-1) if out.ndim == 1 else masked_mean(out.float(), z, self.process.mask_id)
 
     def aux_losses(self, noise: Noise, n: int) -> dict[str, Tensor]:
         if self.disc is None:
             return {}
         with torch.no_grad():
-            x_fake, _ = self.rollout(self.modules["generator"], n)
-        z_real, t_real = self._corrupt(self.real(noise, n), noise)
-        z_fake, t_fake = self._corrupt(x_fake, noise)
-        real_logit = self.disc(z_real, t_real).reshape(-1)
-        fake_logit = self.disc(z_fake, t_fake).reshape(-1)
-        return {"discriminator": F.softplus(-real_logit) + F.softplus(fake_logit)}
+            traj = self._trajectory(self.modules["generator"], n)
+        x_real = self.real(noise, n)
+        t_fake = self._times(noise, n, traj, x_real.device)
+        t_real = t_fake if self.coupled_time else self._times(noise, n, None, x_real.device)
+        z_real, z_fake = self._corrupt(x_real, t_real, noise), self._corrupt(traj.x, t_fake, noise)
+        loss = F.softplus(-self._logit(z_real, t_real)) + F.softplus(self._logit(z_fake, t_fake))
+        return {"discriminator": loss}
 
     def generator_loss(self, noise: Noise, n: int) -> tuple[Tensor, dict[str, Tensor]]:
         student = self.modules["generator"]
-        x, log_prob = self.rollout(student, n)
-        z, t = self._corrupt(x.repeat_interleave(self.m, 0), noise)
+        traj = self._trajectory(student, n)
+        t = self._times(noise, n, traj, traj.x.device).repeat_interleave(self.m, 0)
+        z = self._corrupt(traj.x.repeat_interleave(self.m, 0), t, noise)
         with torch.no_grad():
-            ratio = self.oracle(student) if self.oracle is not None else self.disc
-            log_r = ratio(z, t).reshape(n, self.m).float()
-        loss = self.estimator.loss(log_prob, log_r)
-        return loss, {"reward": self.estimator.reward(log_r).mean(), "log_prob": log_prob.detach().mean()}
+            log_r = (self.oracle(student)(z, t) if self.oracle is not None else self._logit(z, t))
+            log_r = log_r.reshape(n, self.m).float()
+        weight = self.time_weight(t.view(n, self.m)[:, 0]) if self.time_weight is not None else None
+        loss = self.estimator.loss(traj.log_prob, log_r, weight)
+        logs = {"reward": self.estimator.reward(log_r).mean(), "log_prob": traj.log_prob.detach().mean()}
+        for name, (w, reg) in self.regularisers.items():
+            value = reg(student, traj)
+            loss = loss + w * value
+            logs[name] = value.detach().mean()
+        return loss, logs
 
     def evaluate(self, generator: nn.Module) -> dict[str, float]:
         return self._evaluate(generator) if self._evaluate else {}

@@ -107,13 +107,18 @@ class Trainer:
             raise ValueError(f"train.lr names {', '.join(map(repr, unknown))}, which this run does not train; "
                              f"its modules are: {', '.join(objective.modules)}")
         base = cfg.lr.get("generator", 1e-4)
+        # parameters frozen when the objective hands its modules over (e.g. a discriminator's copied
+        # teacher blocks) stay frozen; the rest are switched on and off by phase
+        self._params = {name: [p for p in m.parameters() if p.requires_grad] for name, m in objective.modules.items()}
+        for name, params in self._params.items():
+            if not params:
+                raise ValueError(f"module {name!r} has no trainable parameters (all have requires_grad False)")
         self.opt = {
-            name: torch.optim.AdamW(m.parameters(), lr=cfg.lr.get(name, base), betas=tuple(cfg.betas),
+            name: torch.optim.AdamW(self._params[name], lr=cfg.lr.get(name, base), betas=tuple(cfg.betas),
                                     weight_decay=cfg.weight_decay)
-            for name, m in objective.modules.items()
+            for name in objective.modules
         }
         self.base_lr = {name: cfg.lr.get(name, base) for name in objective.modules}
-        self._params = {name: list(m.parameters()) for name, m in objective.modules.items()}
         self.ema = {k: v.detach().clone() for k, v in self.gen.state_dict().items()}
         self._bind_ema()
         self._requires_grad: dict[str, bool] = {}  # the phase state each module was last set to
@@ -129,10 +134,11 @@ class Trainer:
 
     def _train_only(self, names: list[str]) -> None:
         """Parameters of `names` require grad; every other trainable module is frozen for this phase."""
-        for name, m in self.obj.modules.items():
+        for name in self.obj.modules:
             want = name in names
             if self._requires_grad.get(name) != want:
-                m.requires_grad_(want)
+                for p in self._params[name]:
+                    p.requires_grad_(want)
                 self._requires_grad[name] = want
 
     def _update(self, names: list[str], losses: dict[str, Tensor]) -> tuple[bool, dict[str, Tensor]]:

@@ -5,3 +5,8 @@ try:  # the image backend needs the `image` extra (diffusers, transformers, scik
     from . import image  # noqa: F401
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     _IMAGE_MISSING = str(e)
+
+try:  # the text backend needs the `text` extra (transformers, tokenizers, datasets)
+    from . import text  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    _TEXT_MISSING = str(e)

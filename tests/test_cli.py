@@ -30,6 +30,14 @@ def fast_overrides(path: Path, tiny_teachers: dict[str, Path] | None = None) -> 
             extra.append("discriminator.hidden=16")
     if data.get("modality") == "toy_markov":
         extra = ["warm_start_steps=2", "hidden=16"]
+    if data.get("modality") == "text" and "network" in data:  # a text teacher or judge: tiny network
+        extra = ["length=16", "eval.n_samples=4", "eval.steps=4", "eval.held_out_blocks=8", "eval.judge=none"]
+        judge = data.get("kind") == "judge"
+        extra += ["network.n_embd=32", "network.n_layer=1", "network.n_head=2"] if judge else \
+            ["network.hidden_size=32", "network.num_layers=1", "network.num_heads=2"]
+    elif data.get("modality") == "text":
+        extra = [f"teacher={tiny_teachers['text']}", f"eval.judge={tiny_teachers['judge']}", "teacher_pool=16",
+                 "teacher_pool_steps=4", "eval.n_samples=4", "eval.steps=[4]"]
     return FAST + extra
 
 
@@ -37,10 +45,12 @@ def fast_overrides(path: Path, tiny_teachers: dict[str, Path] | None = None) -> 
 def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
     """Tiny random stand-ins for the shipped digits teachers (same parameterisations)."""
     from image_fixtures import FLOW, tiny_digits_teacher, tiny_sd_teacher
+    from text_fixtures import tiny_judge, tiny_mdlm
 
     root = tmp_path_factory.mktemp("teachers")
     return {"digits": tiny_digits_teacher(root / "edm"), "digits_flow": tiny_digits_teacher(root / "flow", FLOW),
-            "/path/to/stable-diffusion-v1-5": tiny_sd_teacher(root / "sd")}
+            "/path/to/stable-diffusion-v1-5": tiny_sd_teacher(root / "sd"),
+            "text": tiny_mdlm(root / "mdlm"), "judge": tiny_judge(root / "judge")}
 
 
 @pytest.mark.parametrize("config", EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -50,10 +60,33 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
     for o in fast_overrides(config, tiny_teachers):
         args += ["--set", o]
     assert main(args) == 0
+    modality = yaml.safe_load(config.read_text()).get("modality")
+    if teach and modality == "text":  # a text teacher (judge) exports a transformers folder with its tokenizer
+        from unidistill.modalities.text.masked_lm import load_masked_lm
+
+        if yaml.safe_load(config.read_text()).get("kind") == "judge":
+            from unidistill.modalities.text.evaluate import load_judge
+
+            assert load_judge(str(tmp_path / "judge")).config.n_positions == 17
+        else:
+            model, tok = load_masked_lm(tmp_path / "teacher")
+            assert model.length == 16 and model.mask_id == tok.mask_token_id
+        assert list((tmp_path / "samples").glob("*.txt")) or yaml.safe_load(config.read_text()).get("kind") == "judge"
+        return
     if teach:  # a teacher run exports a diffusers folder that loads as a teacher
         from unidistill.modalities.image.pretrained import load_teacher
 
         assert load_teacher(tmp_path / "teacher").shape == (1, 8, 8)
+        return
+    if modality == "text":  # a student exports a transformers folder (and the discriminator for guided sampling)
+        from unidistill.modalities.text.student import load_run
+
+        student, tok, disc = load_run(tmp_path)
+        assert student.length == 16 and disc is not None
+        assert list((tmp_path / "samples").glob("*.txt"))
+        out = tmp_path / "s.npy"
+        assert main(["sample", str(tmp_path), "--n", "5", "--out", str(out)]) == 0
+        assert np.load(out).shape == (5, 16)
         return
     if yaml.safe_load(config.read_text()).get("modality") == "image":  # a student exports a diffusers pipeline
         from unidistill.modalities.image.pipeline import load_student

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from unidistill.engine import masked_sampling
+from unidistill.engine.masked_sampling import log_probs, time_grid, unmask_prob
 from unidistill.engine.metrics.discrete import exact_kl
 from unidistill.engine.process import MaskingProcess
 
@@ -67,58 +69,14 @@ def teacher_predictor(teacher: MarkovChainTeacher) -> FromProbabilities:
     return FromProbabilities(lambda z, t: teacher.masked_conditionals(z), teacher.length)
 
 
-def _time_grid(steps: int, process: MaskingProcess) -> Tensor:
-    """Uniform grid t_k = 1 - k / steps (float64); alpha(0) = 1 makes the last step unmask all."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps = {steps!r}; it must be an integer >= 1")
-    grid = 1 - torch.arange(steps + 1, dtype=torch.float64) / steps
-    alpha_0 = float(process.alpha(grid[-1:]))
-    if alpha_0 != 1.0:
-        raise ValueError(f"process alpha(0) = {alpha_0}; the sampler needs alpha(0) = 1")
-    return grid
-
-
-def _unmask_prob(process: MaskingProcess, t: float | Tensor, s: float | Tensor) -> Tensor:
-    """(alpha_s - alpha_t) / (1 - alpha_t): chance a masked token unmasks on the step t -> s."""
-    a_t = process.alpha(torch.as_tensor(t, dtype=torch.float64))
-    a_s = process.alpha(torch.as_tensor(s, dtype=torch.float64))
-    return ((a_s - a_t) / (1 - a_t)).clamp(0, 1)
-
-
-def _log_probs(predictor: Predictor, z: Tensor, t: Tensor, vocab: int) -> Tensor:
-    """float64 log-softmax of the predictor's logits (B, L, V), shape-checked against z (B, L)."""
-    logits = predictor(z, t)
-    if logits.shape != (*z.shape, vocab):
-        raise ValueError(
-            f"predictor returned shape {tuple(logits.shape)}; expected {(*z.shape, vocab)}")
-    return torch.log_softmax(logits.double(), -1)
-
-
 def rollout(predictor: Predictor, n: int, steps: int, process: MaskingProcess,
-            generator: torch.Generator | None = None,
-            length: int | None = None) -> tuple[Tensor, Tensor]:
-    """N-step ancestral sampler from all-mask at t = 1 to t = 0 (MDLM); returns x (n, L) and the
-    log-probability of the whole trajectory (n,), differentiable in the predictor's parameters."""
+            generator: torch.Generator | None = None, length: int | None = None) -> tuple[Tensor, Tensor]:
+    """x (n, L) and the trajectory log-probability (n,) of the engine's ancestral rollout."""
     length = getattr(predictor, "length", None) if length is None else length
     if length is None:
-        raise ValueError("rollout needs the sequence length: pass length= or give the predictor "
-                         "a .length attribute")
-    vocab = process.mask_id
-    grid = _time_grid(steps, process)
-    z = torch.full((n, length), vocab, dtype=torch.long)
-    log_prob = torch.zeros(n, dtype=torch.float64)
-    for t, s in itertools.pairwise(grid):
-        tt, ss = t.expand(n), s.expand(n)
-        logp = _log_probs(predictor, z, tt, vocab)
-        z_next = process.step(z, logp.detach().exp(), tt, ss, generator)
-        masked, unmasked = z == vocab, (z == vocab) & (z_next != vocab)
-        p = _unmask_prob(process, t, s)
-        token_lp = logp.gather(-1, z_next.clamp_max(vocab - 1)[..., None]).squeeze(-1)
-        # masked -> token: log p + log p(token); masked -> masked: log(1 - p); observed: 0
-        step_lp = torch.where(unmasked, torch.log(p) + token_lp, torch.log1p(-p))
-        log_prob = log_prob + torch.where(masked, step_lp, 0.0).sum(-1)
-        z = z_next
-    return z, log_prob
+        raise ValueError("rollout needs the sequence length: pass length= or give the predictor a .length attribute")
+    traj = masked_sampling.rollout(predictor, n, steps, process, length, generator, vocab=process.mask_id)
+    return traj.x, traj.log_prob
 
 
 def _check_size(vocab: int, length: int, process: MaskingProcess | None = None) -> int:
@@ -138,7 +96,7 @@ def exact_distribution(predictor: Predictor, steps: int, process: MaskingProcess
     """Exact, differentiable law of rollout's x over V^L (order of MarkovChainTeacher.enumerate):
     pi_s(z') = sum_z pi_t(z) prod_i K_i(z, z'_i), z ranging over z' with some tokens re-masked."""
     _check_size(vocab, length, process)
-    grid = _time_grid(steps, process)
+    grid = time_grid(steps, process)
     states = all_sequences(vocab + 1, length)  # (S, L) over {0..V}, mask = V
     n_states = states.shape[0]
     observed = states != vocab
@@ -152,9 +110,9 @@ def exact_distribution(predictor: Predictor, steps: int, process: MaskingProcess
     pi = torch.zeros(n_states, dtype=torch.float64)
     pi[-1] = 1.0  # the all-mask state is the last in lexicographic order
     for t, s in itertools.pairwise(grid):
-        probs = _log_probs(predictor, states, t.expand(n_states), vocab).exp()  # (S, L, V)
+        probs = log_probs(predictor, states, t.expand(n_states), vocab).exp()  # (S, L, V)
         probs = probs.reshape(n_states, length * vocab)
-        p = _unmask_prob(process, t, s)
+        p = unmask_prob(process, t, s)
         stay = torch.where(observed, 1.0, 1 - p)  # K_i at positions not unmasked on this step
         new = torch.zeros_like(pi)
         for lo in range(0, prev.shape[0], chunk):

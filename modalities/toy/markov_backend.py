@@ -10,14 +10,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from unidistill.engine import masked_sampling
 from unidistill.engine import process as proc
 from unidistill.engine.backend import BACKENDS
 from unidistill.engine.builders import build_named
 from unidistill.engine.config import ConfigError
-from unidistill.engine.distill_discrete import DiscreteDistillation
+from unidistill.engine.distill_discrete import DiscreteDistillation, entropy_bonus, inverse_t_weight, state_matching
 from unidistill.engine.divergences import DIVERGENCES, PolicyGradient
 
-from .discrete_student import MaskedDenoiser, MaskedDiscriminator, exact_distribution, rollout, teacher_predictor
+from .discrete_student import MaskedDenoiser, MaskedDiscriminator, exact_distribution, teacher_predictor
 from .markov import MarkovChainTeacher, all_sequences
 from .plots import plot_histogram
 
@@ -33,6 +34,10 @@ class MarkovConfig:
     ratio: Literal["discriminator", "oracle"] = "discriminator"  # oracle: exact log ratio (tests, ablations)
     warm_start_steps: int = 300  # fit the student to the teacher's masked conditionals first (init from teacher)
     eval_teacher_steps: list[int] = field(default_factory=lambda: [2, 4, 16])  # teacher's own sampler, for reference
+    coupled_time: bool = False  # corrupt at the rollout's first intermediate time instead of time_sampler
+    time_weight: Literal["none", "inverse_t"] = "none"  # omega(t) on the reward: 1 or 1/t clamped to [0.1, 10]
+    ism_weight: float = 0.0  # intermediate-state matching KL(teacher || student) at the rollout states
+    entropy_weight: float = 0.0  # entropy bonus on the student's predictions at the rollout states
 
 
 class MarkovBackend:
@@ -56,17 +61,26 @@ class MarkovBackend:
         disc = MaskedDiscriminator(V, L, cfg.hidden) if cfg.ratio == "discriminator" else None
         oracle = (lambda s: exact_log_ratio(s, chain, process, cfg.steps)) if cfg.ratio == "oracle" else None
         ev = ChainEvaluator(chain, process, cfg.steps, cfg.eval_teacher_steps)
+        if cfg.coupled_time and cfg.steps < 2:
+            raise ConfigError("config key coupled_time: true needs steps >= 2 (an intermediate time)")
+        regs = {}
+        if cfg.ism_weight > 0:
+            regs["ism"] = (cfg.ism_weight, state_matching(teacher_predictor(chain), process.mask_id))
+        if cfg.entropy_weight > 0:
+            regs["entropy"] = (cfg.entropy_weight, lambda s, traj: entropy_bonus(s, traj, process.mask_id))
         return DiscreteDistillation(
             process=process, student=student,
-            rollout=lambda s, n: rollout(s, n, cfg.steps, process, length=L),
+            rollout=lambda s, n: masked_sampling.rollout(s, n, cfg.steps, process, L, vocab=V),
             estimator=estimator, time_sampler=build_named(proc.TIME_SAMPLERS, cfg.time_sampler, "time_sampler"),
             real=lambda noise, n: noise.draw(lambda m, g: chain.sample(m, generator=g), n),
-            discriminator=disc, oracle=oracle, corruptions=cfg.corruptions,
+            discriminator=disc, oracle=oracle, corruptions=cfg.corruptions, coupled_time=cfg.coupled_time,
+            time_weight=inverse_t_weight() if cfg.time_weight == "inverse_t" else None, regularisers=regs,
             evaluate=ev, save_pictures=ev.picture,
         )
 
     def sample(self, objective: DiscreteDistillation, generator, n: int) -> np.ndarray:
-        return objective.rollout(generator, n)[0].numpy()
+        with torch.no_grad():
+            return objective.rollout(generator, n).x.numpy()
 
 
 def warm_start(student: MaskedDenoiser, chain: MarkovChainTeacher, process: proc.MaskingProcess,

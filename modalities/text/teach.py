@@ -1,0 +1,93 @@
+"""`unidistill teach` for text: a masked diffusion LM (MDLM NELBO) or the judge (causal LM) on a corpus;
+the EMA network is exported with its tokenizer as a transformers folder (save_pretrained)."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from unidistill.engine.config import ConfigError
+from unidistill.engine.process import MaskingProcess
+from unidistill.engine.teach_masked import MaskedDiffusionObjective, nelbo_bound
+
+from .config import TeachConfig
+from .corpus import corpus_blocks
+from .judge import CausalLMObjective, build_judge, generative_perplexity
+from .mdlm import MDLMConfig, MDLMModel
+from .pretrained import resolve_folder
+from .tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def export_folder(model, tokenizer, folder: Path) -> Path:
+    """model.save_pretrained + tokenizer.save_pretrained into `folder`, written atomically."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.replace(folder)
+    return folder
+
+
+def build_teach(cfg: TeachConfig, out_dir: Path):
+    tok = load_tokenizer(resolve_folder(cfg.tokenizer, "tokenizer"))
+    blocks = corpus_blocks(cfg.corpus, tok, cfg.length, "train")
+    held = corpus_blocks(cfg.corpus, tok, cfg.length, "held_out")[: cfg.eval.held_out_blocks]
+    log.info("corpus %s: %d train and %d held-out blocks of %d tokens", cfg.corpus, len(blocks), len(held), cfg.length)
+
+    def data(noise, n):
+        return blocks[noise.randint(len(blocks), n).cpu()].to(noise.device)
+
+    if cfg.kind == "judge":
+        judge = build_judge(cfg.network, len(tok), cfg.length, tok.eos_token_id)
+
+        def evaluate_judge(j):
+            return {"held_out_ppl": generative_perplexity(j, held, tok.eos_token_id),
+                    "train_ppl": generative_perplexity(j, blocks[:len(held)], tok.eos_token_id)}
+
+        obj = CausalLMObjective(judge, data, tok.eos_token_id, evaluate_judge)
+        obj.export = lambda j, run: export_folder(j, tok, Path(run) / "judge")
+        return obj
+
+    try:
+        config = MDLMConfig(**{"vocab_size": len(tok), "mask_token_id": tok.mask_token_id,
+                               "max_position_embeddings": cfg.length, **cfg.network})
+    except TypeError as e:
+        raise ConfigError(f"config key network: {e}") from None
+    if config.vocab_size != len(tok) or config.mask_token_id != tok.mask_token_id:
+        raise ConfigError(f"config key network: vocab_size/mask_token_id must match the tokenizer "
+                          f"({len(tok)}, {tok.mask_token_id})")
+    model = MDLMModel(config)
+    process = MaskingProcess(tok.mask_token_id, eps=1e-3)
+    judge_dir = None if cfg.eval.judge == "none" else resolve_folder(cfg.eval.judge, "judge", must_exist=False)
+
+    def draw(m):
+        from .sampler import sample_texts
+
+        return sample_texts(m, tok, cfg.eval.n_samples, cfg.eval.steps, seed=0)
+
+    def evaluate(m):
+        bound = nelbo_bound(m, held, process)
+        out = {"held_out_nelbo": bound, "held_out_ppl_bound": float(torch.tensor(bound).exp())}
+        if judge_dir is not None:
+            from .evaluate import score_samples
+
+            out.update(score_samples(draw(m)[0], judge_dir))
+        return out
+
+    def save_texts(m, path):
+        from .sampler import write_texts
+
+        x, texts = draw(m)
+        write_texts(texts, Path(path).with_suffix(".txt"), f"{cfg.eval.steps}-step teacher samples")
+
+    obj = MaskedDiffusionObjective(model=model, process=process, data=data, evaluate=evaluate,
+                                   save_pictures=save_texts)
+    obj.export = lambda m, run: export_folder(m, tok, Path(run) / "teacher")
+    return obj

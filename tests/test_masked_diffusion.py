@@ -1,0 +1,169 @@
+"""Masked diffusion on exact teachers: the NELBO, SUBS, the ancestral step, the no-change cache and the
+reward-guided sampler, checked against closed forms and exact distributions of a Markov chain."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_markov import chi_square, random_chain
+
+from unidistill.engine.masked_sampling import Guidance, guided_sample, rollout, sample, time_grid, unmask_prob
+from unidistill.engine.process import MaskingProcess
+from unidistill.engine.teach_masked import antithetic_times, masked_nelbo, nelbo_bound
+from unidistill.modalities.text.mdlm import MDLMConfig, MDLMModel, subs
+from unidistill.modalities.toy.discrete_student import MaskedDenoiser, exact_distribution, teacher_predictor
+from unidistill.modalities.toy.markov import sequence_index
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class ChainSUBS(torch.nn.Module):
+    """The Markov chain's exact masked conditionals as a full-vocabulary SUBS model (mask id = V)."""
+
+    def __init__(self, chain):
+        super().__init__()
+        self.chain, self.mask_id, self.length = chain, chain.vocab, chain.length
+
+    def forward(self, z, t):
+        p = self.chain.masked_conditionals(z)  # (B, L, V)
+        logits = torch.cat([torch.log(p), torch.zeros_like(p[..., :1])], -1)
+        return subs(logits, z, self.mask_id).double()
+
+
+def test_subs_zero_masking_and_carry_over() -> None:
+    logits = torch.randn(2, 5, 7)
+    z = torch.tensor([[6, 1, 6, 3, 6], [0, 6, 6, 6, 2]])
+    lp = subs(logits, z, mask_id=6)
+    masked = z == 6
+    assert torch.isneginf(lp[masked][:, 6]).all()  # zero mass on the mask token
+    assert torch.allclose(lp[masked].exp().sum(-1), torch.ones(int(masked.sum())))
+    obs = lp[~masked]
+    assert (obs.gather(-1, z[~masked][:, None]) == 0).all()  # observed tokens carried over with probability 1
+    assert torch.isneginf(obs).sum() == obs.numel() - obs.shape[0]
+
+
+def test_nelbo_of_exact_conditionals_is_the_negative_log_likelihood() -> None:
+    """For exact conditionals, E_t,z NELBO(x) = -log p(x) / L (every unmasking order is a chain rule)."""
+    chain = random_chain(3, 4, seed=7)
+    model = ChainSUBS(chain)
+    process = MaskingProcess(mask_id=3, eps=0.0)
+    x = chain.sample(6, generator=torch.Generator().manual_seed(0))
+    reps = 4000
+    xr = x.repeat_interleave(reps, 0)
+    t = antithetic_times(reps, torch.Generator().manual_seed(1), t_min=1e-6).repeat(6)  # strata per x
+    z = process.corrupt(xr, t, torch.Generator().manual_seed(2))
+    nelbo = masked_nelbo(model(z, t), xr, z, t, process).view(6, reps)
+    exact = -chain.log_prob(x).double() / chain.length
+    err = nelbo.std(1) / reps**0.5
+    assert ((nelbo.mean(1) - exact).abs() < 4 * err + 1e-3).all(), (nelbo.mean(1), exact)
+
+
+def test_nelbo_of_uniform_model_is_log_vocab() -> None:
+    """A model uniform over the V - 1 real tokens: E NELBO = (1 - eps) log(V - 1) for every t."""
+    cfg = MDLMConfig(vocab_size=11, mask_token_id=10, max_position_embeddings=8, hidden_size=16, num_layers=1,
+                     num_heads=2)
+    model = MDLMModel(cfg)  # the zero-initialised head gives uniform logits
+    process = MaskingProcess(mask_id=10, eps=1e-3)
+    blocks = torch.randint(0, 10, (64, 8), generator=torch.Generator().manual_seed(0))
+    bound = nelbo_bound(model, blocks, process, n_times=64)
+    assert abs(bound - (1 - 1e-3) * math.log(10)) < 0.03, bound
+
+
+def test_antithetic_times_cover_each_stratum_once() -> None:
+    t = antithetic_times(8, torch.Generator().manual_seed(3), t_min=0.0)
+    assert sorted((t * 8).floor().long().tolist()) == list(range(8))
+
+
+def test_ancestral_step_unmasks_at_the_formula_rate() -> None:
+    process = MaskingProcess(mask_id=4, eps=1e-3)
+    n, length = 4000, 50
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4]).expand(n, length, 4)
+    z = torch.full((n, length), 4)
+    z[:, :10] = 2  # observed tokens stay
+    t, s = torch.full((n,), 0.7), torch.full((n,), 0.45)
+    out = process.step(z, probs, t, s, torch.Generator().manual_seed(0))
+    assert (out[:, :10] == 2).all()
+    new = out[:, 10:]
+    expected = float(unmask_prob(process, 0.7, 0.45))
+    assert abs(expected - (0.7 - 0.45) / 0.7 * (1 - 1e-3) / (1 - (1 - 1e-3) * 0.45) * (1 - (1 - 1e-3) * 0.45) / (
+        1 - 1e-3)) < 1e-12  # (alpha_s - alpha_t) / (1 - alpha_t) written out
+    frac = float((new != 4).double().mean())
+    assert abs(frac - expected) < 4 * math.sqrt(expected * (1 - expected) / new.numel())
+    freq = torch.bincount(new[new != 4], minlength=4).double() / int((new != 4).sum())
+    assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64), atol=0.01)
+
+
+def test_no_change_cache_is_exact_for_time_free_models() -> None:
+    cfg = MDLMConfig(vocab_size=12, mask_token_id=11, max_position_embeddings=6, hidden_size=16, num_layers=1,
+                     num_heads=2)
+    torch.manual_seed(0)
+    model = MDLMModel(cfg)
+    torch.nn.init.normal_(model.head.linear.weight, std=0.5)
+    process = MaskingProcess(mask_id=11)
+    a, sa = sample(model, 32, 64, process, 6, torch.Generator().manual_seed(5), cache=True)
+    b, sb = sample(model, 32, 64, process, 6, torch.Generator().manual_seed(5), cache=False)
+    assert torch.equal(a, b)
+    assert sb.nfe == 64 and sa.nfe < 64
+
+
+def test_rollout_with_per_row_grid_log_prob_is_exact() -> None:
+    """The 2-step rollout through tau: its trajectory log-probability summed over all trajectories ending in
+    x equals the exact 2-step law, checked by sampling against exp(log p) frequencies."""
+    process = MaskingProcess(mask_id=2)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        model = MaskedDenoiser(2, 2, hidden=8).double()
+    n = 20000
+    times = torch.tensor([1.0, 0.4, 0.0], dtype=torch.float64).expand(n, -1)
+    with torch.no_grad():
+        traj = rollout(model, n, None, process, 2, torch.Generator().manual_seed(0), times=times, vocab=2)
+        exact = exact_distribution(model, 1, process, 2, 2)  # reference law on 1 step
+        two = exact_distribution(model, 2, process, 2, 2)
+    # a trajectory that unmasks both tokens on the first step has probability p^2 * p(x | all-mask)
+    both_first = (traj.states[1] != 2).all(-1)
+    p = float(unmask_prob(process, 1.0, 0.4))
+    lp_expected = 2 * math.log(p) + torch.log(exact[sequence_index(traj.x[both_first], 2)])
+    assert torch.allclose(traj.log_prob[both_first], lp_expected, atol=1e-9)
+    assert float(two.sum()) == pytest.approx(1.0)
+
+
+def test_guided_sampler_without_guidance_is_the_plain_sampler() -> None:
+    chain = random_chain(3, 3, seed=2)
+    process = MaskingProcess(mask_id=3)
+    pred = teacher_predictor(chain)
+    off = Guidance(scale=(0.0, 0.0), candidates=1)
+
+    def disc(z, t, probs=None):  # never called when guidance is off
+        raise AssertionError("the discriminator must not run without guidance")
+
+    a, st = guided_sample(pred, disc, 30000, 4, process, 3, off, torch.Generator().manual_seed(9))
+    b, _ = sample(pred, 30000, 4, process, 3, torch.Generator().manual_seed(9), cache=False)
+    assert torch.equal(a, b) and st.extra == {"disc_forward": 0, "disc_backward": 0}
+    exact = exact_distribution(pred, 4, process, 3, 3)
+    assert chi_square(sequence_index(a, 3), exact) < 26 + 6 * 52**0.5
+
+
+@pytest.mark.parametrize("mode", ["tilt", "rerank"])
+def test_guidance_moves_samples_towards_the_reward(mode: str) -> None:
+    """A discriminator that rewards token 0 must raise its frequency, by tilting or by re-ranking."""
+    chain = random_chain(3, 4, seed=4)
+    process = MaskingProcess(mask_id=3)
+    pred = teacher_predictor(chain)
+
+    def disc(z, t, probs=None):
+        if probs is not None:
+            return 2.0 * probs[..., 0]
+        return 2.0 * (z == 0).double()
+
+    g = Guidance(scale=(3.0, 3.0), tilt_fraction=1.0, candidates=1) if mode == "tilt" else \
+        Guidance(scale=(0.0, 0.0), tilt_fraction=0.0, candidates=4)
+    base, _ = sample(pred, 4000, 4, process, 4, torch.Generator().manual_seed(1), cache=False)
+    guided, st = guided_sample(pred, disc, 4000, 4, process, 4, g, torch.Generator().manual_seed(1))
+    assert float((guided == 0).double().mean()) > float((base == 0).double().mean()) + 0.05
+    assert st.extra["disc_forward"] > 0
+
+
+def test_time_grid_rejects_bad_steps() -> None:
+    with pytest.raises(ValueError, match="steps = 0"):
+        time_grid(0, MaskingProcess(3))
