@@ -58,7 +58,7 @@ def state_matching(teacher: Predictor, mask_id: int) -> Regulariser:
         kls = []
         for lp_s, z, t in zip(traj.log_probs, traj.states, traj.times.T):
             with torch.no_grad():
-                lp_t = torch.log_softmax(teacher(z, t.float().to(z.device)).double(), -1)
+                lp_t = torch.log_softmax(teacher(z, t.float().to(z.device)).to(lp_s.dtype), -1)
             kl = (lp_t.exp() * (finite(lp_t) - finite(lp_s))).sum(-1)  # 0 where the teacher gives p = 0
             kls.append(masked_mean(kl, z, mask_id))
         return torch.stack(kls).mean(0)
@@ -77,7 +77,7 @@ class DiscreteDistillation:
                  discriminator: nn.Module | None = None, oracle: Callable[[nn.Module], LogRatio] | None = None,
                  corruptions: int = 1, coupled_time: bool = False,
                  time_weight: Callable[[Tensor], Tensor] | None = None,
-                 regularisers: dict[str, tuple[float, Regulariser]] | None = None,
+                 regularisers: dict[str, tuple[float, Regulariser]] | None = None, reuse_rollouts: bool = False,
                  evaluate: Callable | None = None, save_pictures: Callable | None = None):
         if (discriminator is None) == (oracle is None):
             raise ValueError("the policy-gradient estimator needs exactly one density-ratio source: "
@@ -88,6 +88,10 @@ class DiscreteDistillation:
         self.time_sampler, self.real, self.disc, self.oracle = time_sampler, real, discriminator, oracle
         self.m, self.coupled_time, self.time_weight = corruptions, coupled_time, time_weight
         self.regularisers = dict(regularisers or {})
+        # reuse_rollouts: the discriminator's fake side is the previous generator step's rollout (one update
+        # old) instead of a fresh one, saving a sampling pass per step
+        self.reuse_rollouts = reuse_rollouts
+        self._last: Trajectory | None = None
         self.modules: dict[str, nn.Module] = {"generator": student}
         if discriminator is not None:
             self.modules["discriminator"] = discriminator
@@ -117,8 +121,10 @@ class DiscreteDistillation:
     def aux_losses(self, noise: Noise, n: int) -> dict[str, Tensor]:
         if self.disc is None:
             return {}
-        with torch.no_grad():
-            traj = self._trajectory(self.modules["generator"], n)
+        traj = self._last if self.reuse_rollouts and self._last is not None and len(self._last.x) == n else None
+        if traj is None:
+            with torch.no_grad():
+                traj = self._trajectory(self.modules["generator"], n)
         x_real = self.real(noise, n)
         t_fake = self._times(noise, n, traj, x_real.device)
         t_real = t_fake if self.coupled_time else self._times(noise, n, None, x_real.device)
@@ -129,6 +135,8 @@ class DiscreteDistillation:
     def generator_loss(self, noise: Noise, n: int) -> tuple[Tensor, dict[str, Tensor]]:
         student = self.modules["generator"]
         traj = self._trajectory(student, n)
+        if self.reuse_rollouts:
+            self._last = Trajectory(traj.x.detach(), traj.log_prob.detach(), [], traj.times, [])
         t = self._times(noise, n, traj, traj.x.device).repeat_interleave(self.m, 0)
         z = self._corrupt(traj.x.repeat_interleave(self.m, 0), t, noise)
         with torch.no_grad():

@@ -36,12 +36,13 @@ def unmask_prob(process: MaskingProcess, t: float | Tensor, s: float | Tensor) -
     return ((a_s - a_t) / (1 - a_t)).clamp(0, 1)
 
 
-def log_probs(predictor: Predictor, z: Tensor, t: Tensor, vocab: int | None = None) -> Tensor:
-    """float64 log-softmax of the predictor's output (B, L, V), shape-checked against z (B, L) (and V)."""
+def log_probs(predictor: Predictor, z: Tensor, t: Tensor, vocab: int | None = None,
+              dtype: torch.dtype = torch.float64) -> Tensor:
+    """log-softmax (float64 by default) of the predictor's output (B, L, V), shape-checked against z (B, L)."""
     out = predictor(z, t)
     if out.ndim != 3 or out.shape[:2] != z.shape or (vocab is not None and out.shape[2] != vocab):
         raise ValueError(f"predictor returned shape {tuple(out.shape)}; expected {(*z.shape, vocab or 'V')}")
-    return torch.log_softmax(out.double(), -1)
+    return torch.log_softmax(out.to(dtype), -1)
 
 
 def is_time_conditioned(predictor) -> bool:
@@ -89,11 +90,14 @@ class Trajectory:
 
 def rollout(predictor: Predictor, n: int, steps: int | None, process: MaskingProcess, length: int,
             generator: torch.Generator | None = None, times: Tensor | None = None,
-            device: torch.device | str = "cpu", vocab: int | None = None) -> Trajectory:
+            device: torch.device | str = "cpu", vocab: int | None = None,
+            dtype: torch.dtype = torch.float64) -> Trajectory:
     """The ancestral sampler with the log-probability of each trajectory, differentiable in the
     predictor's parameters: sum over steps and masked positions of log p (unmask) + log p_theta(token),
     or log(1 - p) (stay masked). `times` (n, K + 1) from 1 to 0 gives each row its own grid
-    (e.g. DiDi-Instruct's 2-step rollout through tau); otherwise the uniform `steps` grid."""
+    (e.g. DiDi-Instruct's 2-step rollout through tau); otherwise the uniform `steps` grid. `dtype` of the
+    log-probabilities: float64 for exact tests, float32 halves the cost for large vocabularies (sampling
+    itself always draws float64 Gumbel noise)."""
     if times is None:
         times = time_grid(steps, process).expand(n, -1)
     times = times.to(torch.float64)
@@ -105,7 +109,7 @@ def rollout(predictor: Predictor, n: int, steps: int | None, process: MaskingPro
     for k in range(times.shape[1] - 1):
         t, s = times[:, k].to(device), times[:, k + 1].to(device)
         states.append(z)
-        logp = log_probs(predictor, z, t.float(), vocab)
+        logp = log_probs(predictor, z, t.float(), vocab, dtype)
         step_logps.append(logp)
         z_next = process.step(z, logp.detach().exp(), t, s, generator)
         masked = z == process.mask_id
@@ -113,7 +117,7 @@ def rollout(predictor: Predictor, n: int, steps: int | None, process: MaskingPro
         p = unmask_prob(process, t, s)[:, None]
         token_lp = logp.gather(-1, torch.where(unmasked, z_next, 0)[..., None]).squeeze(-1)
         # masked -> token: log p + log p(token); masked -> masked: log(1 - p); observed: 0
-        step_lp = torch.where(unmasked, torch.log(p) + token_lp, torch.log1p(-p).expand_as(token_lp))
+        step_lp = torch.where(unmasked, torch.log(p) + token_lp.double(), torch.log1p(-p).expand_as(token_lp))
         log_prob = log_prob + torch.where(masked, step_lp, 0.0).sum(-1)
         z = z_next
     return Trajectory(z, log_prob, states, times, step_logps)

@@ -330,9 +330,11 @@ class MaskingProcess:
         a_t, a_s = bcast(self.alpha(t), z), bcast(self.alpha(s), z)
         p_unmask = ((a_s - a_t) / (1 - a_t)).clamp(0, 1)
         u = torch.rand(z.shape, device=z.device, generator=generator)
-        token = gumbel_argmax(torch.log(probs_x0.double().clamp_min(1e-300)), generator)
-        masked = z == self.mask_id
-        return torch.where(masked & (u < p_unmask), token, z)
+        where = ((z == self.mask_id) & (u < p_unmask)).nonzero(as_tuple=True)
+        out = z.clone()
+        if where[0].numel():  # draw tokens only where one unmasks: most steps of a long sampler touch few
+            out[where] = gumbel_argmax(torch.log(probs_x0[where].double().clamp_min(1e-300)), generator)
+        return out
 
 
 def gumbel_argmax(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:

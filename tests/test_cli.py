@@ -138,3 +138,38 @@ def test_missing_config_file(capsys, tmp_path):
 
 def test_sample_needs_a_run_directory(capsys, tmp_path):
     assert "not a run directory" in run_err(["sample", str(tmp_path), "--out", str(tmp_path / "x.npy")], capsys)
+
+
+TEXT = str(Path(__file__).parents[1] / "examples" / "text" / "pydoc_didi.yaml")
+TEXT_TEACH = str(Path(__file__).parents[1] / "examples" / "text" / "pydoc_teacher.yaml")
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["length=40"], "config key length = 40; the teacher reads at most 16 tokens"),
+    (["divergence={name: ikl}"], "text needs the policy-gradient estimator 'didi'"),
+    (["rollout.steps=1"], "coupled_time: true needs rollout.steps >= 2"),
+    (["rollout.tau_range=[0.5, 0.2]"], "rollout.tau_range must be [lo, hi]"),
+    (["trainable_blocks=7"], "trainable_blocks = 7; the teacher has 2 blocks"),
+    (["teacher=/nonexistent/folder"], "config key teacher: '/nonexistent/folder' is neither 'shipped'"),
+    (["eval.judge=JUDGE_WRONG_VOCAB"], "the tokenizer 2048; a judge must be trained with the same tokenizer"),
+])
+def test_bad_text_config_fails_in_one_line(overrides, expected, capsys, tmp_path, tiny_teachers):
+    if "JUDGE_WRONG_VOCAB" in overrides[0]:
+        from unidistill.modalities.text.judge import build_judge
+        from unidistill.modalities.text.teach import export_folder
+        from unidistill.modalities.text.tokenizer import train_tokenizer
+
+        tok = train_tokenizer(["some text for a tiny tokenizer"] * 3, vocab_size=300)
+        judge = build_judge({"n_embd": 8, "n_layer": 1, "n_head": 2}, len(tok), 16, tok.eos_token_id)
+        overrides = [f"eval.judge={export_folder(judge, tok, tmp_path / 'judge300')}"]
+    args = ["distill", TEXT, "--out", str(tmp_path / "run"), "--set", f"teacher={tiny_teachers['text']}",
+            "--set", f"eval.judge={tiny_teachers['judge']}"]
+    for o in overrides:
+        args += ["--set", o]
+    assert expected in run_err(args, capsys)
+
+
+def test_text_teacher_length_over_the_network_limit_fails_in_one_line(capsys, tmp_path):
+    err = run_err(["teach", TEXT_TEACH, "--out", str(tmp_path), "--set", "length=32", "--set",
+                   "network.max_position_embeddings=16", "--set", "eval.judge=none"], capsys)
+    assert "config key length = 32 exceeds network.max_position_embeddings = 16" in err

@@ -167,3 +167,32 @@ def test_guidance_moves_samples_towards_the_reward(mode: str) -> None:
 def test_time_grid_rejects_bad_steps() -> None:
     with pytest.raises(ValueError, match="steps = 0"):
         time_grid(0, MaskingProcess(3))
+
+
+def test_reused_rollouts_feed_the_discriminator_without_a_new_sampling_pass() -> None:
+    from unidistill.engine.distill_discrete import DiscreteDistillation
+    from unidistill.engine.divergences import PolicyGradient
+    from unidistill.engine.noise import Noise
+    from unidistill.modalities.toy.discrete_student import MaskedDiscriminator
+
+    chain = random_chain(3, 3, seed=1)
+    process = MaskingProcess(mask_id=3)
+    student = MaskedDenoiser(3, 3, hidden=8)
+    calls = []
+
+    def counted(s, n):
+        calls.append(n)
+        return rollout(s, n, 2, process, 3, vocab=3)
+
+    for reuse, expected in ((True, 3), (False, 4)):  # gen, aux, gen, aux: the second aux reuses the first gen
+        calls.clear()
+        obj = DiscreteDistillation(process=process, student=student, rollout=counted, estimator=PolicyGradient(),
+                                   time_sampler=lambda n, p, generator=None: torch.rand(n, generator=generator),
+                                   real=lambda noise, n: chain.sample(n), discriminator=MaskedDiscriminator(3, 3, 8),
+                                   reuse_rollouts=reuse)
+        noise = Noise(0)
+        obj.aux_losses(noise, 4)
+        obj.generator_loss(noise, 4)
+        obj.aux_losses(noise, 4)
+        obj.generator_loss(noise, 4)
+        assert len(calls) == expected

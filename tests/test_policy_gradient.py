@@ -198,3 +198,17 @@ def test_group_normalise_clips_and_keeps_group_size_one() -> None:
 def test_group_normalise_rejects_wrong_batch(shape: tuple[int, ...], group_size: int) -> None:
     with pytest.raises(ValueError, match=f"groups of {group_size}"):
         group_normalise(torch.zeros(shape), group_size)
+
+
+def test_time_weight_multiplies_the_normalised_advantage() -> None:
+    """DiDi-Instruct weights the group-normalised advantage by omega(t); weighting before the normalisation
+    would cancel a weight shared by a group."""
+    from unidistill.engine.divergences import PolicyGradient
+
+    est = PolicyGradient(f="rkl", group_size=2, clip=None)
+    log_r = torch.tensor([0.0, 1.0, 2.0, 5.0])
+    log_prob = torch.ones(4, requires_grad=True)
+    w = torch.tensor([3.0, 3.0, 0.5, 0.5])
+    loss = est.loss(log_prob, log_r, w)
+    expected = -torch.tensor([-1.0, 1.0, -1.0, 1.0]) * w  # each group normalised to -1, +1, then weighted
+    assert torch.allclose(loss.detach(), expected, atol=1e-5)

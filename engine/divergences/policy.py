@@ -63,8 +63,8 @@ class PolicyGradient:
         log_ratio at the corrupted samples (no graph); weight (B,) the time weight. Returns (B,)."""
         with torch.no_grad():
             adv = self.reward(log_ratio.detach(), z_weights)
-            if weight is not None:
-                adv = adv * weight
             if self.normalise:
                 adv = group_normalise(adv, self.group_size, self.clip)
+            if weight is not None:  # after normalisation (DiDi-Instruct): a weight shared by a group survives it
+                adv = adv * weight
         return -adv * log_prob

@@ -28,7 +28,7 @@ class TextBackend:
         """Token ids (n, L) from the student's sampler at the first evaluated step count."""
         from .sampler import sample_ids
 
-        return sample_ids(generator, n, objective.eval_steps[0])[0].numpy()
+        return sample_ids(generator, n, objective.eval_steps[0], length=objective.length)[0].numpy()
 
 
 BACKENDS.register("text")(TextBackend())

@@ -57,6 +57,7 @@ class TextEval:
 @dataclass
 class TextConfig:
     teacher: str = "shipped"  # a masked diffusion LM folder (unidistill MDLM or a transformers masked LM)
+    length: int | None = None  # generated tokens per sequence; None = the teacher's maximum
     corpus: str = "pydoc"  # the real side when real = corpus
     real: Literal["teacher", "corpus"] = "teacher"  # discriminator's real side: teacher samples (data-free) or text
     teacher_pool: int = 1024  # teacher samples drawn once for the data-free real side
@@ -70,5 +71,6 @@ class TextConfig:
     ism_weight: float = 0.01  # intermediate-state matching KL(teacher || student) weight
     entropy_weight: float = 0.0005  # entropy bonus weight
     trainable_blocks: int = 1  # discriminator: unfrozen teacher blocks at the top
+    reuse_rollouts: bool = True  # the discriminator's fake side is the previous generator step's rollout
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # reward-guided sampler (evaluation, sample)
     eval: TextEval = field(default_factory=TextEval)

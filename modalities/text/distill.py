@@ -62,7 +62,9 @@ def build_distill(cfg: TextConfig, out_dir: Path) -> DiscreteDistillation:
         raise ConfigError(f"config key divergence.name: text needs the policy-gradient estimator 'didi', "
                           f"got {cfg.divergence.get('name')!r}")
     process = proc.MaskingProcess(teacher.mask_id, eps=1e-3)
-    length = teacher.length
+    length = teacher.length if cfg.length is None else cfg.length
+    if not 2 <= length <= teacher.length:
+        raise ConfigError(f"config key length = {length}; the teacher reads at most {teacher.length} tokens (>= 2)")
     student = copy.deepcopy(teacher).requires_grad_(True)
     try:
         disc = TokenDiscriminator(teacher, cfg.trainable_blocks)
@@ -83,7 +85,7 @@ def build_distill(cfg: TextConfig, out_dir: Path) -> DiscreteDistillation:
     def student_rollout(s, n):
         times = (two_step_times(n, group, tau_sampler, cfg.rollout.tau_range, process)
                  if cfg.rollout.steps == 2 else None)
-        return rollout(s, n, cfg.rollout.steps, process, length, times=times)
+        return rollout(s, n, cfg.rollout.steps, process, length, times=times, dtype=torch.float32)
 
     regs = {}
     if cfg.ism_weight > 0:
@@ -91,13 +93,17 @@ def build_distill(cfg: TextConfig, out_dir: Path) -> DiscreteDistillation:
     if cfg.entropy_weight > 0:
         regs["entropy"] = (cfg.entropy_weight, lambda s, traj: entropy_bonus(s, traj, process.mask_id))
     judge_dir = None if cfg.eval.judge == "none" else resolve_folder(cfg.eval.judge, "judge", must_exist=False)
+    if judge_dir is not None:
+        from .evaluate import check_judge
+
+        check_judge(judge_dir, tok, length)
 
     def evaluate(s):
         from .evaluate import score_samples
 
         out = {}
         for k in cfg.eval.steps:
-            x, stats = sample_ids(s, cfg.eval.n_samples, k, seed=0)
+            x, stats = sample_ids(s, cfg.eval.n_samples, k, seed=0, length=length)
             out[f"nfe_{k}"] = stats.nfe
             if judge_dir is not None:
                 out.update({f"{m}_{k}": v for m, v in score_samples(x, judge_dir).items()})
@@ -105,7 +111,7 @@ def build_distill(cfg: TextConfig, out_dir: Path) -> DiscreteDistillation:
 
     def save_texts(s, path):
         k = cfg.eval.steps[0]
-        x, _ = sample_ids(s, 16, k, seed=0)
+        x, _ = sample_ids(s, 16, k, seed=0, length=length)
         write_texts(tok.batch_decode(x), Path(path).with_suffix(".txt"), f"{k}-step student samples")
 
     obj = DiscreteDistillation(
@@ -113,8 +119,10 @@ def build_distill(cfg: TextConfig, out_dir: Path) -> DiscreteDistillation:
         time_sampler=build_named(proc.TIME_SAMPLERS, cfg.time_sampler, "time_sampler"), real=real,
         discriminator=disc, corruptions=1, coupled_time=cfg.coupled_time,
         time_weight=inverse_t_weight() if cfg.time_weight == "inverse_t" else None, regularisers=regs,
+        reuse_rollouts=cfg.reuse_rollouts,
         evaluate=evaluate, save_pictures=save_texts)
-    obj.teacher, obj.tokenizer, obj.guidance, obj.eval_steps = teacher, tok, guidance, cfg.eval.steps
+    obj.teacher, obj.tokenizer, obj.guidance = teacher, tok, guidance
+    obj.eval_steps, obj.length = cfg.eval.steps, length
     obj.export = lambda s, run: export_student(s, disc, tok, Path(run))
     return obj
 
@@ -124,7 +132,7 @@ def real_pool(cfg: TextConfig, teacher, tok, length: int) -> torch.Tensor:
     if cfg.real == "corpus":
         return corpus_blocks(cfg.corpus, tok, length, "train")
     start = time.perf_counter()
-    pool, stats = sample_ids(teacher, cfg.teacher_pool, cfg.teacher_pool_steps, seed=12345)
+    pool, stats = sample_ids(teacher, cfg.teacher_pool, cfg.teacher_pool_steps, seed=12345, length=length)
     log.info("teacher pool: %d samples at %d steps (%.1f NFE) in %.1f s", len(pool), cfg.teacher_pool_steps,
              stats.nfe, time.perf_counter() - start)
     return pool

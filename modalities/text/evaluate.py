@@ -13,8 +13,26 @@ from .judge import generative_perplexity, unigram_entropy
 def load_judge(folder: str):
     from transformers import GPT2LMHeadModel
 
+    from .tokenizer import quiet_transformers
+
+    quiet_transformers()
     judge = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True)
     return judge.eval().requires_grad_(False)
+
+
+def check_judge(judge_dir, tokenizer, length: int, where: str = "eval.judge") -> None:
+    """The judge must share the tokenizer's vocabulary and fit BOS + length tokens."""
+    import json
+
+    from unidistill.engine.config import ConfigError
+
+    cfg = json.loads((Path(judge_dir) / "config.json").read_text())
+    if cfg.get("vocab_size") != len(tokenizer):
+        raise ConfigError(f"config key {where}: the judge in {judge_dir} has vocabulary {cfg.get('vocab_size')}, "
+                          f"the tokenizer {len(tokenizer)}; a judge must be trained with the same tokenizer")
+    if cfg.get("n_positions", 0) < length + 1:
+        raise ConfigError(f"config key {where}: the judge in {judge_dir} reads {cfg.get('n_positions')} positions; "
+                          f"samples need length + 1 = {length + 1}")
 
 
 def score_samples(x: torch.Tensor, judge_dir: str | Path, bos_id: int | None = None) -> dict[str, float]:

@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from unidistill.engine.config import ConfigError
 
 from .mdlm import MDLMConfig, MDLMModel, subs
-from .tokenizer import check_tokenizer
+from .tokenizer import check_tokenizer, quiet_transformers
 
 try:
     AutoConfig.register(MDLMConfig.model_type, MDLMConfig, exist_ok=True)
@@ -173,6 +173,7 @@ def load_masked_lm(folder: str | Path, tokenizer=None):
     """(model, tokenizer) from a local folder with config.json and weights: MDLMModel for
     model_type "unidistill_mdlm", else a transformers masked LM wrapped in HFMaskedLM. The tokenizer
     is read from the folder unless given (object or folder path). Problems raise ConfigError."""
+    quiet_transformers()
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"model folder {folder} does not exist")
@@ -224,6 +225,7 @@ def load_masked_lm(folder: str | Path, tokenizer=None):
 def save_masked_lm(model, tokenizer, folder: str | Path) -> Path:
     """save_pretrained of the transformers model (unwrapping HFMaskedLM) and the tokenizer into
     `folder`, written to folder + ".tmp" first and renamed over any existing folder."""
+    quiet_transformers()
     folder = Path(folder)
     net = model.model if isinstance(model, HFMaskedLM) else model
     tmp = folder.with_name(folder.name + ".tmp")

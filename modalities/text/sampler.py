@@ -11,12 +11,15 @@ from unidistill.engine.process import MaskingProcess
 
 @torch.no_grad()
 def sample_ids(model, n: int, steps: int, seed: int = 0, batch: int = 64, guidance: Guidance | None = None,
-               discriminator=None) -> tuple[torch.Tensor, SampleStats]:
+               discriminator=None, length: int | None = None) -> tuple[torch.Tensor, SampleStats]:
     """n sequences (n, L) from the model's N-step ancestral sampler (no-change cache on) or, with guidance
     and a discriminator, the reward-guided sampler; stats are per sample (NFE and discriminator passes)."""
     if guidance is not None and discriminator is None:
         raise ValueError("the reward-guided sampler needs the run's discriminator")
     process = MaskingProcess(model.mask_id, eps=1e-3)
+    length = model.length if length is None else length
+    if length > model.length:
+        raise ValueError(f"length {length} exceeds the model's maximum of {model.length} tokens")
     g = torch.Generator().manual_seed(seed)
     modules = [m for m in (model, discriminator) if m is not None]
     was = [m.training for m in modules]
@@ -26,9 +29,9 @@ def sample_ids(model, n: int, steps: int, seed: int = 0, batch: int = 64, guidan
     for lo in range(0, n, batch):
         k = min(batch, n - lo)
         if guidance is None:
-            x, st = sample(model, k, steps, process, model.length, g)
+            x, st = sample(model, k, steps, process, length, g)
         else:
-            x, st = guided_sample(model, discriminator, k, steps, process, model.length, guidance, g)
+            x, st = guided_sample(model, discriminator, k, steps, process, length, guidance, g)
         xs.append(x)
         stats.nfe += st.nfe * k
         for key, v in st.extra.items():

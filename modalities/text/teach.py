@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 def export_folder(model, tokenizer, folder: Path) -> Path:
     """model.save_pretrained + tokenizer.save_pretrained into `folder`, written atomically."""
+    from .tokenizer import quiet_transformers
+
+    quiet_transformers()
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -32,6 +35,34 @@ def export_folder(model, tokenizer, folder: Path) -> Path:
     if folder.exists():
         shutil.rmtree(folder)
     tmp.replace(folder)
+    return folder
+
+
+def training_record(model, run: Path) -> dict:
+    """What the shipped weights cost: parameters, steps, batch and the training loop's seconds (the sum of
+    the logged seconds per step times the log interval; evaluations excluded)."""
+    import csv
+
+    import yaml
+
+    run = Path(run)
+    config = run / "config.yaml"
+    train = yaml.safe_load(config.read_text()).get("train", {}) if config.is_file() else {}
+    seconds = 0.0
+    if (run / "log.csv").is_file():
+        with open(run / "log.csv") as f:
+            rows = list(csv.DictReader(f))
+        every = int(train.get("log_every", 1))
+        seconds = sum(float(r.get("time/step_s") or 0) for r in rows) * every
+    return {"parameters": sum(p.numel() for p in model.parameters()), "steps": train.get("steps"),
+            "batch_size": train.get("batch_size"), "seconds": seconds, "threads": torch.get_num_threads()}
+
+
+def export_with_record(model, tok, run: Path, name: str) -> Path:
+    import json
+
+    folder = export_folder(model, tok, Path(run) / name)
+    (folder / "training.json").write_text(json.dumps(training_record(model, run), indent=1))
     return folder
 
 
@@ -52,7 +83,7 @@ def build_teach(cfg: TeachConfig, out_dir: Path):
                     "train_ppl": generative_perplexity(j, blocks[:len(held)], tok.eos_token_id)}
 
         obj = CausalLMObjective(judge, data, tok.eos_token_id, evaluate_judge)
-        obj.export = lambda j, run: export_folder(j, tok, Path(run) / "judge")
+        obj.export = lambda j, run: export_with_record(j, tok, run, "judge")
         return obj
 
     try:
@@ -60,12 +91,19 @@ def build_teach(cfg: TeachConfig, out_dir: Path):
                                "max_position_embeddings": cfg.length, **cfg.network})
     except TypeError as e:
         raise ConfigError(f"config key network: {e}") from None
+    if config.max_position_embeddings < cfg.length:
+        raise ConfigError(f"config key length = {cfg.length} exceeds network.max_position_embeddings = "
+                          f"{config.max_position_embeddings}")
     if config.vocab_size != len(tok) or config.mask_token_id != tok.mask_token_id:
         raise ConfigError(f"config key network: vocab_size/mask_token_id must match the tokenizer "
                           f"({len(tok)}, {tok.mask_token_id})")
     model = MDLMModel(config)
     process = MaskingProcess(tok.mask_token_id, eps=1e-3)
     judge_dir = None if cfg.eval.judge == "none" else resolve_folder(cfg.eval.judge, "judge", must_exist=False)
+    if judge_dir is not None:
+        from .evaluate import check_judge
+
+        check_judge(judge_dir, tok, cfg.length)
 
     def draw(m):
         from .sampler import sample_texts
@@ -89,5 +127,5 @@ def build_teach(cfg: TeachConfig, out_dir: Path):
 
     obj = MaskedDiffusionObjective(model=model, process=process, data=data, evaluate=evaluate,
                                    save_pictures=save_texts)
-    obj.export = lambda m, run: export_folder(m, tok, Path(run) / "teacher")
+    obj.export = lambda m, run: export_with_record(m, tok, run, "teacher")
     return obj

@@ -12,6 +12,14 @@ EOS, MASK = "<|endoftext|>", "[MASK]"
 MAX_UNKNOWN_FRACTION = 0.01  # a tokenizer with an unk token may map at most this share of tokens to it
 
 
+def quiet_transformers() -> None:
+    """No per-file progress bars from transformers when loading or saving small local folders: they would
+    bury the one-line errors and the training progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def train_tokenizer(texts: list[str], vocab_size: int = 2048):
     """Byte-level BPE with an end-of-text token (also BOS and padding) and a mask token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
