@@ -61,21 +61,29 @@ class SampleStats:
 def sample(predictor: Predictor, n: int, steps: int, process: MaskingProcess, length: int,
            generator: torch.Generator | None = None, cache: bool = True,
            device: torch.device | str = "cpu") -> tuple[Tensor, SampleStats]:
-    """x (n, L) from the N-step ancestral sampler. With `cache` and a time-free predictor, a step on
-    which no token changed reuses the previous output (MDLM's no-change cache; exact for such models)."""
+    """x (n, L) from the N-step ancestral sampler. With `cache` and a time-free predictor, a sequence
+    none of whose tokens changed on a step reuses its previous output (MDLM's no-change cache, kept per
+    sequence; exact for such models), so stats.nfe, the mean evaluations per sequence, is at most
+    min(steps, L + 1)."""
     grid = time_grid(steps, process)
     use_cache = cache and not is_time_conditioned(predictor)
     z = torch.full((n, length), process.mask_id, dtype=torch.long, device=device)
     stats, probs = SampleStats(steps=steps), None
+    stale = torch.ones(n, dtype=torch.bool, device=device)
+    evaluations = 0
     for k in range(steps):
         t, s = grid[k].expand(n), grid[k + 1].expand(n)
-        if probs is None or not use_cache:
+        if not use_cache or probs is None:
             probs = log_probs(predictor, z, t.to(device, torch.float32)).exp()
-            stats.nfe += 1
+            evaluations += n
+        elif stale.any():
+            rows = stale.nonzero().squeeze(1)
+            probs[rows] = log_probs(predictor, z[rows], t[rows].to(device, torch.float32)).exp()
+            evaluations += len(rows)
         z_next = process.step(z, probs, t.to(device), s.to(device), generator)
-        if not torch.equal(z_next, z):
-            probs = None
+        stale = (z_next != z).any(-1)
         z = z_next
+    stats.nfe = evaluations / n
     return z, stats
 
 

@@ -104,7 +104,7 @@ def test_no_change_cache_is_exact_for_time_free_models() -> None:
     a, sa = sample(model, 32, 64, process, 6, torch.Generator().manual_seed(5), cache=True)
     b, sb = sample(model, 32, 64, process, 6, torch.Generator().manual_seed(5), cache=False)
     assert torch.equal(a, b)
-    assert sb.nfe == 64 and sa.nfe < 64
+    assert sb.nfe == 64 and sa.nfe <= 7  # per sequence: at most one evaluation per unmasking step (L + 1)
 
 
 def test_rollout_with_per_row_grid_log_prob_is_exact() -> None:
@@ -196,3 +196,29 @@ def test_reused_rollouts_feed_the_discriminator_without_a_new_sampling_pass() ->
         obj.aux_losses(noise, 4)
         obj.generator_loss(noise, 4)
         assert len(calls) == expected
+
+
+def test_mdlm_learns_to_use_its_context() -> None:
+    """A copy task (the second half repeats the first): the optimal NELBO is E[t] log V = log(V) / 2, reached
+    only by reading the partner position; a context-blind model stays near log V. Guards the embedding
+    initialisation (with N(0, 1) token embeddings the positions were drowned out and this failed)."""
+    torch.manual_seed(0)
+    vocab, half = 32, 6
+    model = MDLMModel(MDLMConfig(vocab_size=vocab + 1, mask_token_id=vocab, max_position_embeddings=2 * half,
+                                 hidden_size=48, num_layers=2, num_heads=2))
+    process = MaskingProcess(vocab, 1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(300):
+        a = torch.randint(vocab, (64, half), generator=g)
+        x = torch.cat([a, a], 1)
+        t = antithetic_times(64, g)
+        z = process.corrupt(x, t, g)
+        loss = masked_nelbo(model(z, t), x, z, t, process).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    late = sum(losses[-50:]) / 50
+    assert late < 0.75 * math.log(vocab), (late, math.log(vocab))  # blind: ~log V = 3.47; optimum 1.73

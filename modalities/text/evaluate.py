@@ -16,7 +16,7 @@ def load_judge(folder: str):
     from .tokenizer import quiet_transformers
 
     quiet_transformers()
-    judge = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True)
+    judge = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True).float()  # shipped in fp16, run in fp32
     return judge.eval().requires_grad_(False)
 
 

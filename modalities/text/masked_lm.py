@@ -192,7 +192,7 @@ def load_masked_lm(folder: str | Path, tokenizer=None):
             raise ConfigError(f"model folder {folder}: the tokenizer has no mask token; masked diffusion needs one")
         check_tokenizer(tok, str(folder))
         try:
-            model = MDLMModel.from_pretrained(str(folder), local_files_only=True)
+            model = MDLMModel.from_pretrained(str(folder), local_files_only=True).float()  # may be stored in fp16
         except (ValueError, KeyError, OSError, RuntimeError) as e:
             raise ConfigError(f"model folder {folder}: cannot load the MDLM ({_first_line(e)})") from None
         if model.config.vocab_size < len(tok):

@@ -42,6 +42,9 @@ class MDLMBackbone(nn.Module):
     def __init__(self, c: MDLMConfig):
         super().__init__()
         self.embed = nn.Embedding(c.vocab_size, c.hidden_size)
+        # GPT-2's scale: with nn.Embedding's N(0, 1) the 0.02-scale positions are drowned out and the
+        # model never learns to use its context (a copy task in tests/test_masked_diffusion.py checks this)
+        nn.init.normal_(self.embed.weight, std=0.02)
         self.pos = nn.Parameter(torch.randn(1, c.max_position_embeddings, c.hidden_size) * 0.02)
         self.time = TimestepEmbedding(c.hidden_size) if c.time_conditioning else None
         self.cond = nn.Parameter(torch.zeros(c.hidden_size))  # the adaLN input when time is not an input
