@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from text_fixtures import tiny_judge, tiny_mdlm
+
 from unidistill.engine.config import build
 from unidistill.engine.masked_sampling import Guidance
 from unidistill.engine.trainer import TrainConfig, Trainer
@@ -37,7 +37,8 @@ def test_didi_trains_the_head_and_top_block_only(folders, tmp_path) -> None:
     after = disc.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(k.startswith("head.") for k in changed) and any(k.startswith("body.backbone.blocks.1.") for k in changed)
-    frozen = [k for k in before if k.startswith(("body.backbone.blocks.0.", "body.backbone.embed", "body.backbone.pos"))]
+    frozen_parts = ("body.backbone.blocks.0.", "body.backbone.embed", "body.backbone.pos")
+    frozen = [k for k in before if k.startswith(frozen_parts)]
     assert frozen and not changed & set(frozen)
     assert not torch.equal(student.backbone.blocks[0].attn.qkv.weight, teacher.backbone.blocks[0].attn.qkv.weight)
 
