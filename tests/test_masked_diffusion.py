@@ -222,3 +222,21 @@ def test_mdlm_learns_to_use_its_context() -> None:
         losses.append(loss.item())
     late = sum(losses[-50:]) / 50
     assert late < 0.75 * math.log(vocab), (late, math.log(vocab))  # blind: ~log V = 3.47; optimum 1.73
+
+
+def test_state_matching_is_forward_kl_over_masked_positions_and_entropy_bonus_is_minus_entropy() -> None:
+    from unidistill.engine.distill_discrete import entropy_bonus, state_matching
+    from unidistill.engine.masked_sampling import Trajectory
+
+    mask = 3
+    teacher_logits = torch.tensor([[2.0, 0.0, -1.0, float("-inf")]]).expand(2, 2, 4)
+    student_lp = torch.log_softmax(torch.tensor([[0.0, 1.0, 0.5, float("-inf")]]).expand(2, 2, 4), -1)
+    z = torch.tensor([[mask, 1], [mask, mask]])  # the observed position of row 0 is ignored
+    traj = Trajectory(z, torch.zeros(2), [z], torch.tensor([[1.0, 0.0], [1.0, 0.0]]), [student_lp])
+    value = state_matching(lambda z_, t_: teacher_logits, mask)(None, traj)
+    p = torch.softmax(teacher_logits[0, 0, :3], -1)
+    q = torch.softmax(torch.tensor([0.0, 1.0, 0.5]), -1)
+    kl = float((p * (p / q).log()).sum())  # KL(teacher || student), the forward direction
+    assert torch.allclose(value, torch.full((2,), kl), atol=1e-6)
+    h = float(-(q * q.log()).sum())
+    assert torch.allclose(entropy_bonus(None, traj, mask), torch.full((2,), -h), atol=1e-6)
