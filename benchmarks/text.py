@@ -31,6 +31,8 @@ TEACHER_STEPS = [8, 16, 32, 64, 128, 256, 1024]
 STUDENT_STEPS = [8, 16, 32, 64]
 METHODS = {  # name -> (example config, overrides)
     "didi (data-free)": ("pydoc_didi", []),
+    "didi (data-free; entropy 0.01; disc. lr 1e-4)": (
+        "pydoc_didi", ["entropy_weight=0.01", "train.lr={generator: 3.0e-4, discriminator: 1.0e-4}"]),
 }
 GUIDANCE = {"scale": (0.0, 2.0), "tilt_fraction": 0.5, "candidates": 4, "grad_clip": 1.0}
 
