@@ -31,6 +31,12 @@ def _commit() -> str:
         return "unknown"
 
 
+def read_result(name: str) -> dict:
+    """benchmarks/results/<name>.json, or {} before the first run."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write_result(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, replace_section, write_result
+from common import read_result, replace_section, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "image"
@@ -158,8 +158,7 @@ def main() -> None:
                    help="teachers whose ODE rows to (re)measure; others are kept from image.json ('' for none)")
     p.add_argument("--retable", action="store_true", help="only rewrite docs/results.md from image.json")
     args = p.parse_args()
-    path = RESULTS / "image.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
+    old = read_result("image")
     if args.retable:
         replace_section("image", table(old))
         return
@@ -192,8 +191,7 @@ def main() -> None:
 
 def merged(result: dict, teachers: list[str]) -> dict:
     """Our rows over what is on disk now (another invocation may have added rows meanwhile)."""
-    path = RESULTS / "image.json"
-    disk = json.loads(path.read_text()) if path.exists() else {}
+    disk = read_result("image")
     rows = [r for r in disk.get("teacher", []) if r["teacher"] not in teachers]
     rows += [r for r in result["teacher"] if r["teacher"] in teachers]
     return {**result, "teacher": rows, "students": {**disk.get("students", {}), **result["students"]}}

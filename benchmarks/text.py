@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, replace_section, write_result
+from common import read_result, replace_section, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "bench_text"
@@ -97,8 +97,7 @@ def main() -> None:
     p.add_argument("--no-teacher", action="store_true", help="keep the teacher rows from text.json")
     p.add_argument("--retable", action="store_true", help="only rewrite docs/results.md from text.json")
     args = p.parse_args()
-    path = RESULTS / "text.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
+    old = read_result("text")
     if args.retable:
         replace_section("text", table(old))
         return

@@ -156,12 +156,12 @@ TEXT_TEACH = str(Path(__file__).parents[1] / "examples" / "text" / "pydoc_teache
 def test_bad_text_config_fails_in_one_line(overrides, expected, capsys, tmp_path, tiny_teachers):
     if "JUDGE_WRONG_VOCAB" in overrides[0]:
         from unidistill.modalities.text.judge import build_judge
-        from unidistill.modalities.text.teach import export_folder
+        from unidistill.modalities.text.masked_lm import save_masked_lm
         from unidistill.modalities.text.tokenizer import train_tokenizer
 
         tok = train_tokenizer(["some text for a tiny tokenizer"] * 3, vocab_size=300)
         judge = build_judge({"n_embd": 8, "n_layer": 1, "n_head": 2}, len(tok), 16, tok.eos_token_id)
-        overrides = [f"eval.judge={export_folder(judge, tok, tmp_path / 'judge300')}"]
+        overrides = [f"eval.judge={save_masked_lm(judge, tok, tmp_path / 'judge300')}"]
     args = ["distill", TEXT, "--out", str(tmp_path / "run"), "--set", f"teacher={tiny_teachers['text']}",
             "--set", f"eval.judge={tiny_teachers['judge']}"]
     for o in overrides:

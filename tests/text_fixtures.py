@@ -24,12 +24,12 @@ def tiny_mdlm(folder: Path, length: int = 16, time_conditioning: bool = False) -
 
 def tiny_judge(folder: Path, length: int = 16) -> Path:
     from unidistill.modalities.text.judge import build_judge
+    from unidistill.modalities.text.masked_lm import save_masked_lm
     from unidistill.modalities.text.pretrained import SHIPPED
-    from unidistill.modalities.text.teach import export_folder
     from unidistill.modalities.text.tokenizer import load_tokenizer
 
     tok = load_tokenizer(SHIPPED["tokenizer"])
     with torch.random.fork_rng():
         torch.manual_seed(0)
         judge = build_judge({"n_embd": 16, "n_layer": 1, "n_head": 2}, len(tok), length, tok.eos_token_id)
-    return export_folder(judge, tok, folder)
+    return save_masked_lm(judge, tok, folder)

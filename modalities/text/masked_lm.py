@@ -223,8 +223,8 @@ def load_masked_lm(folder: str | Path, tokenizer=None):
 
 
 def save_masked_lm(model, tokenizer, folder: str | Path) -> Path:
-    """save_pretrained of the transformers model (unwrapping HFMaskedLM) and the tokenizer into
-    `folder`, written to folder + ".tmp" first and renamed over any existing folder."""
+    """save_pretrained of a transformers model (an HFMaskedLM is unwrapped; the judge works too) and the
+    tokenizer into `folder`, written to folder + ".tmp" first and renamed over any existing folder."""
     quiet_transformers()
     folder = Path(folder)
     net = model.model if isinstance(model, HFMaskedLM) else model

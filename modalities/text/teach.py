@@ -3,7 +3,6 @@ the EMA network is exported with its tokenizer as a transformers folder (save_pr
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -15,27 +14,12 @@ from unidistill.engine.teach_masked import MaskedDiffusionObjective, nelbo_bound
 from .config import TeachConfig
 from .corpus import corpus_blocks
 from .judge import CausalLMObjective, build_judge, generative_perplexity
+from .masked_lm import save_masked_lm
 from .mdlm import MDLMConfig, MDLMModel
 from .pretrained import resolve_folder
 from .tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
-
-
-def export_folder(model, tokenizer, folder: Path) -> Path:
-    """model.save_pretrained + tokenizer.save_pretrained into `folder`, written atomically."""
-    from .tokenizer import quiet_transformers
-
-    quiet_transformers()
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.replace(folder)
-    return folder
 
 
 def training_record(model, run: Path) -> dict:
@@ -61,7 +45,7 @@ def training_record(model, run: Path) -> dict:
 def export_with_record(model, tok, run: Path, name: str) -> Path:
     import json
 
-    folder = export_folder(model, tok, Path(run) / name)
+    folder = save_masked_lm(model, tok, Path(run) / name)
     (folder / "training.json").write_text(json.dumps(training_record(model, run), indent=1))
     return folder
 
