@@ -10,3 +10,8 @@ try:  # the text backend needs the `text` extra (transformers, tokenizers, datas
     from . import text  # noqa: F401
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     _TEXT_MISSING = str(e)
+
+try:  # the PDE backend needs the `pde` extra (scipy, matplotlib) and diffusers
+    from . import pde  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    _PDE_MISSING = str(e)

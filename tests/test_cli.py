@@ -38,6 +38,13 @@ def fast_overrides(path: Path, tiny_teachers: dict[str, Path] | None = None) -> 
     elif data.get("modality") == "text":
         extra = [f"teacher={tiny_teachers['text']}", f"eval.judge={tiny_teachers['judge']}", "teacher_pool=16",
                  "teacher_pool_steps=4", "eval.n_samples=4", "eval.steps=[4]"]
+    if data.get("modality") == "pde" and "network" in data:  # a PDE teacher: tiny data and network
+        pde = Path(data["data"]).name.rstrip("0123456789")
+        extra = [f"data={tiny_teachers['pde_' + pde].parent / 'data'}", "network.sample_size=16",
+                 "network.block_out_channels=[8, 16, 16]", "network.norm_num_groups=4", "eval.n_samples=4",
+                 "eval.steps=2"]
+    elif data.get("modality") == "pde":
+        extra = [f"teacher={tiny_teachers['pde_' + data['teacher']]}", "eval.n_samples=4"]
     return FAST + extra
 
 
@@ -45,12 +52,14 @@ def fast_overrides(path: Path, tiny_teachers: dict[str, Path] | None = None) -> 
 def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
     """Tiny random stand-ins for the shipped digits teachers (same parameterisations)."""
     from image_fixtures import FLOW, tiny_digits_teacher, tiny_sd_teacher
+    from pde_fixtures import tiny_pde_teacher
     from text_fixtures import tiny_judge, tiny_mdlm
 
     root = tmp_path_factory.mktemp("teachers")
     return {"digits": tiny_digits_teacher(root / "edm"), "digits_flow": tiny_digits_teacher(root / "flow", FLOW),
             "/path/to/stable-diffusion-v1-5": tiny_sd_teacher(root / "sd"),
-            "text": tiny_mdlm(root / "mdlm"), "judge": tiny_judge(root / "judge")}
+            "text": tiny_mdlm(root / "mdlm"), "judge": tiny_judge(root / "judge"),
+            **{f"pde_{p}": tiny_pde_teacher(root / p, p) for p in ("darcy", "poisson")}}
 
 
 @pytest.mark.parametrize("config", EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -73,6 +82,12 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
             assert model.length == 16 and model.mask_id == tok.mask_token_id
         assert list((tmp_path / "samples").glob("*.txt")) or yaml.safe_load(config.read_text()).get("kind") == "judge"
         return
+    if teach and modality == "pde":  # a PDE teacher folder: diffusers UNet + scheduler + pde.json
+        from unidistill.modalities.pde.teacher import load_teacher
+
+        assert load_teacher(tmp_path / "teacher").shape == (2, 16, 16)
+        assert list((tmp_path / "samples").glob("*.png"))
+        return
     if teach:  # a teacher run exports a diffusers folder that loads as a teacher
         from unidistill.modalities.image.pretrained import load_teacher
 
@@ -88,6 +103,11 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
         assert main(["sample", str(tmp_path), "--n", "5", "--out", str(out)]) == 0
         assert np.load(out).shape == (5, 16)
         return
+    if modality == "pde":  # a student folder loads without the run
+        from unidistill.modalities.pde.student import load_student
+
+        gen, spec = load_student(tmp_path)
+        assert spec.shape == (2, 16, 16) and gen.n_steps == len(yaml.safe_load(config.read_text())["student_sigmas"])
     if yaml.safe_load(config.read_text()).get("modality") == "image":  # a student exports a diffusers pipeline
         from unidistill.modalities.image.pipeline import load_student
 
