@@ -52,6 +52,14 @@ def test_guidance_gradient_is_finite_and_points_downhill(teachers, pde):
     assert ((-grad * (x_true - x.detach())).flatten(1).sum(1) > 0).all()
     eta = 1e-3 / grad.flatten(1).norm(dim=1).max()
     assert (-ResidualReward(t)(x.detach() - eta * grad) < loss.detach()).all()
+    # the default stops the gradient at the coefficient; "all" reaches it too, with the same value
+    assert (grad[:, 0] == 0).all() and (grad[:, 1] != 0).any()
+    x_all = x.detach().clone().requires_grad_(True)
+    loss_all = -ResidualReward(t, through="all")(x_all)
+    torch.testing.assert_close(loss_all, loss.detach())
+    assert torch.autograd.grad(loss_all.sum(), x_all)[0][:, 0].abs().sum() > 0
+    with pytest.raises(ValueError, match="choose one of solution, all"):
+        ResidualReward(t, through="coefficient")
 
 
 def test_student_starts_as_the_teacher_and_round_trips(teachers, folders, tmp_path):
@@ -141,3 +149,12 @@ def test_teacher_folder_checks(teachers, tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a shipped PDE teacher"):
         load_teacher(tmp_path / "nowhere")
     assert t.shape == (2, 16, 16)
+
+
+@pytest.mark.parametrize("name", ["darcy", "poisson"])
+def test_shipped_teachers_load_with_their_pde(name):
+    t = load_teacher(name)
+    assert t.pde.name == name and t.shape == (2, 32, 32)
+    assert t.info["residual_floor"]["float64"] < 1e-12  # the data it was trained on was at round-off
+    x = torch.from_numpy(t.pde.generate(2, 32, np.random.default_rng(0)))
+    torch.testing.assert_close(t.norm.to_physical(t.norm.to_model(x)), x)

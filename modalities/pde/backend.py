@@ -26,6 +26,7 @@ from .teacher import PDETeacher, load_teacher
 @dataclass
 class GuidanceConfig:
     weight: float = 1.0  # lambda: weight of the squared relative PDE residual in the generator loss
+    through: str = "solution"  # solution (coefficient entries detached) | all (gradient into every channel)
 
 
 @dataclass
@@ -75,7 +76,10 @@ class PDEBackend:
         if cfg.guidance is not None:
             if cfg.guidance.weight < 0:
                 raise ConfigError(f"config key guidance.weight: must be >= 0, got {cfg.guidance.weight}")
-            reward = RewardTerm(ResidualReward(teacher), cfg.guidance.weight)
+            try:
+                reward = RewardTerm(ResidualReward(teacher, cfg.guidance.through), cfg.guidance.weight)
+            except ValueError as e:
+                raise ConfigError(f"config key guidance.through: {e}") from None
         k, shape = generator.n_steps, teacher.shape
 
         def latents(noise, n):

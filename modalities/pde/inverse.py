@@ -115,10 +115,19 @@ def solve_with_student(generator, teacher: PDETeacher, obs: Observations, *, ite
         return generator(z), iters + 1
 
 
+def _clip(grad: Tensor, sigma: float) -> Tensor:
+    """Cap each instance's guidance step at RMS sigma per entry (the noise level of the step): one stiff
+    residual gradient late in sampling otherwise throws a sample off the data manifold (NaN)."""
+    cap = sigma * grad[0].numel() ** 0.5
+    norm = grad.flatten(1).norm(dim=1).clamp_min(1e-30)
+    return grad * (cap / norm).clamp(max=1.0).view(-1, *[1] * (grad.ndim - 1))
+
+
 def solve_with_teacher(teacher: PDETeacher, obs: Observations, *, steps: int = 200, obs_weight: float = 1.0,
                        pde_weight: float = 1.0, seed: int = 0) -> tuple[Tensor, int]:
     """Guided probability-flow sampling: x <- x + (s' - s)(x - D)/s - grad_x[obs_weight ||M(D - y)||
-    + pde_weight ||R(D)|| / ||scale||] per step (DiffusionPDE's norms, not squares); returns (D at the
+    + pde_weight ||R(D)|| / ||scale||] per step (DiffusionPDE's norms, not squares; each step's gradient capped
+    at RMS sigma per entry, non-finite entries zeroed); returns (D at the
     last step, network passes per instance = steps, each with a backward pass)."""
     from unidistill.engine.process import karras_sigmas
 
@@ -136,6 +145,7 @@ def solve_with_teacher(teacher: PDETeacher, obs: Observations, *, steps: int = 2
         misfit = ((d - y) * m).flatten(1).norm(dim=1)
         res = teacher.residual(d)
         grad, = torch.autograd.grad((obs_weight * misfit + pde_weight * res).sum(), x)
+        grad = _clip(torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0), s)
         if i == steps - 1:
             return d.detach(), steps
         with torch.no_grad():
