@@ -157,3 +157,17 @@ def test_dataset_round_trip_is_reproducible_and_atomic(tmp_path):
     (a / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="boundary 'periodic'"):
         load_dataset(a)
+
+
+# ---- Burgers (the scheme itself is tested in test_pde_burgers.py) ----
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_burgers_as_a_pde_is_at_round_off_with_the_initial_row_as_coefficient(size):
+    pde = build_pde("burgers")
+    x = torch.from_numpy(pde.generate(6, size, np.random.default_rng(2)))
+    assert x.shape == (6, 1, size, size)
+    assert relative_residual(pde, x).max() < 1e-10
+    mask = pde.coefficient_mask(size)
+    assert mask[0, 0].all() and mask.sum() == size
+    with pytest.raises(ValueError, match="boundary 'dirichlet0' is not supported; supported: periodic"):
+        build_pde("burgers", boundary="dirichlet0")

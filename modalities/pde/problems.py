@@ -103,6 +103,44 @@ class Poisson(Helmholtz):
             raise ValueError("poisson: k must be 0 (use pde: helmholtz for k != 0)")
 
 
+@dataclass(frozen=True)
+class Burgers:
+    """Viscous Burgers on a periodic (x, t) grid (burgers.py): one channel u (T, N) with rows in time; the
+    initial condition (row 0) is the coefficient."""
+
+    nu: float = 0.05  # viscosity; resolved while max|u0| dx / nu < 2 (0.625 at N = 32)
+    t_end: float = 1.0  # time of the last row
+    boundary: str = "periodic"
+
+    name = "burgers"
+    channels = ("u",)
+    boundaries = ("periodic",)
+
+    def __post_init__(self):
+        _check_boundary(self)
+
+    def generate(self, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+        from .burgers import burgers_initial_conditions, solve_burgers
+
+        u0 = burgers_initial_conditions(n, size, rng)
+        return solve_burgers(u0, steps=size, t_end=self.t_end, nu=self.nu)[:, None]
+
+    def residual(self, x: Tensor) -> Tensor:
+        from .burgers import burgers_residual
+
+        return burgers_residual(_fields(x, 1, self.name)[:, 0], t_end=self.t_end, nu=self.nu)
+
+    def scale(self, x: Tensor) -> Tensor:
+        from .burgers import burgers_scale
+
+        return burgers_scale(_fields(x, 1, self.name)[:, 0], t_end=self.t_end)
+
+    def coefficient_mask(self, size: int) -> Tensor:
+        m = torch.zeros(1, size, size, dtype=torch.bool)
+        m[0, 0] = True  # the initial condition
+        return m
+
+
 def _check_boundary(pde) -> None:
     if pde.boundary not in pde.boundaries:
         raise ValueError(f"{pde.name}: boundary {pde.boundary!r} is not supported; supported: "
@@ -115,7 +153,7 @@ def _channel_mask(channels: int, size: int, channel: int) -> Tensor:
     return m
 
 
-for _pde in (Darcy, Poisson, Helmholtz):
+for _pde in (Darcy, Poisson, Helmholtz, Burgers):
     PDES.register(_pde.name)(_pde)
 
 
