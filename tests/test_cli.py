@@ -193,3 +193,26 @@ def test_text_teacher_length_over_the_network_limit_fails_in_one_line(capsys, tm
     err = run_err(["teach", TEXT_TEACH, "--out", str(tmp_path), "--set", "length=32", "--set",
                    "network.max_position_embeddings=16", "--set", "eval.judge=none"], capsys)
     assert "config key length = 32 exceeds network.max_position_embeddings = 16" in err
+
+
+PDE = str(Path(__file__).parents[1] / "examples" / "pde" / "darcy_phys_instruct.yaml")
+PDE_TEACH = str(Path(__file__).parents[1] / "examples" / "pde" / "darcy_teacher.yaml")
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["guidance.through=coefficient"], "config key guidance.through: guidance through 'coefficient'"),
+    (["guidance.weight=-1"], "config key guidance.weight: must be >= 0"),
+    (["student_sigmas=[1.0, 5.0]"], "config key student_sigmas: student_sigmas must decrease"),
+    (["divergence={name: fdiv}"], "needs a discriminator, which the PDE backend does not build"),
+    (["teacher=/no/such/folder"], "config key teacher: teacher '/no/such/folder' is neither a shipped PDE teacher"),
+])
+def test_bad_pde_config_fails_in_one_line(overrides, expected, capsys, tmp_path, tiny_teachers):
+    args = ["distill", PDE, "--out", str(tmp_path), "--set", f"teacher={tiny_teachers['pde_darcy']}"]
+    for o in overrides:
+        args += ["--set", o]
+    assert expected in run_err(args, capsys)
+
+
+def test_pde_teacher_needs_a_dataset_folder(capsys, tmp_path):
+    err = run_err(["teach", PDE_TEACH, "--out", str(tmp_path), "--set", f"data={tmp_path}"], capsys)
+    assert "config key data:" in err and "no meta.json" in err
