@@ -29,11 +29,13 @@ def sample_teacher(teacher: PDETeacher, n: int, steps: int, *, generator: torch.
 
 def save_samples(teacher: PDETeacher, x_model: Tensor, path: str | Path) -> Path:
     """Plot each sample's channels (physical units) and its pointwise residual |A(a)u - f|."""
+    from .problems import relative_residual
+
     x = teacher.norm.to_physical(x_model.detach().double().cpu())
-    res = teacher.pde.residual(x).abs()
+    res, rel = teacher.pde.residual(x).abs(), relative_residual(teacher.pde, x)
     rows = []
     for i in range(x.shape[0]):
         row = [(name, x[i, c].numpy()) for c, name in enumerate(teacher.pde.channels)]
-        row.append((f"|residual| (rel {float(teacher.residual(x_model[i:i + 1].double())):.2e})", res[i].numpy()))
+        row.append((f"|residual| (rel {float(rel[i]):.2e})", res[i].numpy()))
         rows.append(row)
     return plot_fields(rows, path, title=f"{teacher.pde.name}: generated samples")

@@ -63,25 +63,26 @@ def build_teach(cfg: PDETeachConfig, out_dir: Path) -> DenoisingObjective:
     if param.family != "edm":
         raise ConfigError("config key scheduler: PDE teachers use an EDM scheduler (EDMEulerScheduler)")
     den = DiffusersDenoiser(net, param, process)
-    teacher = PDETeacher(den, ds.pde, norm, {"size": size})
+
+    def spec(den_) -> PDETeacher:
+        """The network being trained (or its EMA copy) as a PDE teacher."""
+        return PDETeacher(den_, ds.pde, norm, {"size": size})
 
     def data(noise, n):
         i = noise.randint(len(x_model), n).cpu()
         return x_model[i].to(noise.device), None
 
     def draw(den_, n):
-        return sample_teacher(PDETeacher(den_, ds.pde, norm, teacher.info), n, cfg.eval.steps,
-                              generator=torch.Generator().manual_seed(0))
+        return sample_teacher(spec(den_), n, cfg.eval.steps, generator=torch.Generator().manual_seed(0))
 
     def evaluate(den_):
-        r = PDETeacher(den_, ds.pde, norm, teacher.info).residual(draw(den_, cfg.eval.n_samples).double())
+        r = spec(den_).residual(draw(den_, cfg.eval.n_samples).double())
         return {"relative_residual": float(r.mean()), "relative_residual_median": float(r.median())}
 
     obj = DenoisingObjective(denoiser=den, process=process, data=data,
                              time_sampler=build_named(proc.TIME_SAMPLERS, cfg.time_sampler, "time_sampler"),
                              weight=edm_weight(param.sigma_data), evaluate=evaluate,
-                             save_pictures=lambda den_, path: save_samples(
-                                 PDETeacher(den_, ds.pde, norm, teacher.info), draw(den_, 4), path))
+                             save_pictures=lambda den_, path: save_samples(spec(den_), draw(den_, 4), path))
 
     def export(den_, run):
         folder = export_teacher(den_, cfg.scheduler, Path(run) / "teacher")
