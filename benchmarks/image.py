@@ -68,12 +68,13 @@ def score(x: torch.Tensor, c: torch.Tensor) -> dict:
 
 
 def teacher_rows(names: list[str]) -> list[dict]:
-    from unidistill.modalities.image.pretrained import load_teacher
-    from unidistill.modalities.image.sampling import ode_nfe, sample_teacher
+    from unidistill.engine.sampling import ode_nfe
+    from unidistill.modalities.image.io import load_image_teacher
+    from unidistill.modalities.shared.sampling import sample_teacher
 
     rows = []
     for name in names:
-        teacher = load_teacher(name)
+        teacher = load_image_teacher(name)
         c = torch.arange(N_EVAL) % 10
         runs = [("euler", n, 1.0) for n in EULER_NFE] + [("heun", n, 1.0) for n in HEUN_STEPS]
         if name == "digits":
@@ -117,23 +118,27 @@ def student_extras(row: dict) -> dict:
     """Reward value, sampling time against the teacher's 35-NFE Heun sampler (alternated), sample grid."""
     from unidistill.engine import checkpoint as ckpt
     from unidistill.engine.cli import load_run_config
-    from unidistill.modalities.image.backend import draw
-    from unidistill.modalities.image.sampling import sample_teacher
+    from unidistill.modalities.image.io import load_image_teacher
+    from unidistill.modalities.shared.sampling import sample_teacher
+    from unidistill.modalities.shared.student import draw_student
 
     run = RUNS / row.get("run", row["config"])
-    backend, cfg, train, _ = load_run_config(run / "config.yaml")
-    obj = backend.build(cfg, run)
+    cfg = load_run_config(run / "config.yaml").cfg
     tensors, _ = ckpt.load_latest(run / "checkpoints")
-    gen = obj.modules["generator"]
+    teacher = load_image_teacher(cfg.teacher, cfg.guidance_scale, cfg.prompts)
+    gen = load_run_config(run / "config.yaml").backend.sampler(cfg, run).generator
     gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     gen.eval()
-    teacher = obj.teacher_info
-    x, c = draw(gen, N_EVAL, teacher)
+
+    def draw(g, n, seed=0):
+        return draw_student(g, n, teacher.shape, teacher.denoiser.num_conds, seed=seed)
+
+    x, c = draw(gen, N_EVAL)
     row.update(score(x, c))
     t_student, t_teacher = [], []
     for r in range(3):  # alternate A and B on the same noisy machine
         t0 = time.perf_counter()
-        draw(gen, 500, teacher, seed=r)
+        draw(gen, 500, seed=r)
         t_student.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         with torch.no_grad():

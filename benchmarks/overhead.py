@@ -27,8 +27,8 @@ CONFIG = Path(__file__).resolve().parents[1] / "examples" / "toy" / "ring8_sid.y
 
 
 def engine_setup(out: Path):
-    backend, cfg, train, _ = load_run_config(CONFIG, ["train.progress=false", "train.device=cpu"])
-    return Trainer(backend.build(cfg, out), train, out), cfg
+    run = load_run_config(CONFIG, ["train.progress=false", "train.device=cpu"])
+    return Trainer(run.backend.build(run.cfg, out), run.train, out), run.cfg
 
 
 def hand_loop(obj, train, cfg):
@@ -40,10 +40,10 @@ def hand_loop(obj, train, cfg):
     opt_f = torch.optim.AdamW(F.parameters(), lr=lr["fake"], betas=tuple(train.betas), weight_decay=0.0)
     live = list(G.parameters())
     ema = [v.detach().clone() for v in live]
-    n, alpha, clip = train.batch_size, cfg.divergence["alpha"], train.grad_clip
-    assert cfg.divergence.get("weighting") == "sigma4", "the hand loop writes out sigma4 weighting"
+    n, alpha, clip = train.batch_size, cfg.distill.divergence["alpha"], train.grad_clip
+    assert cfg.distill.divergence.get("weighting") == "sigma4", "the hand loop writes out sigma4 weighting"
     latent = next(G.parameters()).shape[1]
-    ts, ats = cfg.time_sampler, cfg.aux_time_sampler
+    ts, ats = cfg.distill.time_sampler, cfg.distill.aux_time_sampler
 
     def lognormal(m, s):
         return torch.exp(s["p_mean"] + s["p_std"] * torch.randn(m)).clamp(p.t_min, p.t_max)

@@ -34,11 +34,11 @@ TEACHER_STEPS = [10, 50, 200, 1000]
 FOUR = "student_sigmas=[5.0, 2.0, 0.8, 0.3]"
 SHORT = "train.steps=300"  # 4-step students cost ~2.5x per step; half the steps fit the CPU budget
 VARIANTS = {  # label -> overrides of examples/pde/<pde>_phys_instruct.yaml
-    "ikl, 1 step": ["guidance=null"],
+    "ikl, 1 step": ["distill.reward=null"],
     "ikl + guidance (Phys-Instruct), 1 step": [],
-    "ikl, 4 steps": ["guidance=null", FOUR, SHORT],
+    "ikl, 4 steps": ["distill.reward=null", FOUR, SHORT],
     "ikl + guidance (Phys-Instruct), 4 steps": [FOUR, SHORT],
-    "sim + guidance, 1 step": ["divergence={name: sim, c: 1.0, alpha: 1.0, weighting: sigma4}"],
+    "sim + guidance, 1 step": ["distill.divergence={name: sim, c: 1.0, alpha: 1.0, weighting: sigma4}"],
 }
 PRIOR = "ikl + guidance (Phys-Instruct), 1 step"  # the student used as the downstream prior
 FRACTION = 0.03  # observed share of solution points (DiffusionPDE observes ~3%)
@@ -98,19 +98,19 @@ def residual_row(label, teacher, x, nfe, wall, n) -> dict:
 
 def unconditional(pde: str, teacher, n: int) -> list[dict]:
     from unidistill.engine.sampling import ode_nfe
-    from unidistill.modalities.pde.evaluate import sample_teacher
-    from unidistill.modalities.pde.student import load_student, sample_student
+    from unidistill.modalities.pde.io import load_student, sample_student
+    from unidistill.modalities.shared.sampling import sample_teacher
 
     rows = []
     for steps in TEACHER_STEPS:
         start = time.perf_counter()
-        x = sample_teacher(teacher, n, steps, generator=torch.Generator().manual_seed(0))
+        x = sample_teacher(teacher.denoiser, n, steps, generator=torch.Generator().manual_seed(0), batch=256)
         rows.append(residual_row(f"teacher, {steps} Heun steps", teacher, x, ode_nfe(steps), time.perf_counter()
                                  - start, n))
     for label in VARIANTS:
         gen, _ = load_student(RUNS / pde / slug(label))
         start = time.perf_counter()
-        x = sample_student(gen, teacher.shape, n, seed=0)
+        x = sample_student(gen, teacher, n, seed=0)
         rows.append(residual_row(label, teacher, x, gen.n_steps, time.perf_counter() - start, n))
     return rows
 
@@ -124,7 +124,7 @@ def downstream(pde: str, teacher, test: torch.Tensor, chunk: int = 25) -> tuple[
         solve_with_teacher,
         unknown_mask,
     )
-    from unidistill.modalities.pde.student import load_student
+    from unidistill.modalities.pde.io import load_student
 
     gen, _ = load_student(RUNS / pde / slug(PRIOR))
     rows, examples = [], {}
@@ -227,8 +227,8 @@ def goals(r: dict) -> dict:
 
 
 def main() -> None:
+    from unidistill.modalities.pde.io import load_teacher
     from unidistill.modalities.pde.problems import relative_residual
-    from unidistill.modalities.pde.teacher import load_teacher
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pdes", nargs="+", default=["darcy", "poisson"])

@@ -32,7 +32,7 @@ STUDENT_STEPS = [8, 16, 32, 64]
 METHODS = {  # name -> (example config, overrides)
     "didi (data-free)": ("pydoc_didi", []),
     "didi (data-free; entropy 0.01; disc. lr 1e-4)": (
-        "pydoc_didi", ["entropy_weight=0.01", "train.lr={generator: 3.0e-4, discriminator: 1.0e-4}"]),
+        "pydoc_didi", ["distill.entropy_weight=0.01", "train.lr={generator: 3.0e-4, discriminator: 1.0e-4}"]),
 }
 GUIDANCE = {"scale": (0.0, 2.0), "tilt_fraction": 0.5, "candidates": 4, "grad_clip": 1.0}
 
@@ -87,9 +87,8 @@ def distill(name: str, config: str, overrides: list[str]) -> dict:
 
 def main() -> None:
     from unidistill.engine.masked_sampling import Guidance
+    from unidistill.modalities.text.io import SHIPPED, load_run
     from unidistill.modalities.text.masked_lm import load_masked_lm
-    from unidistill.modalities.text.pretrained import SHIPPED
-    from unidistill.modalities.text.student import load_run
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=256, help="samples per row")

@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import replace_section, write_result
 
 from unidistill.engine.backend import get_backend
-from unidistill.engine.config import build
+from unidistill.engine.config import TrainConfig, build
 from unidistill.engine.metrics import energy_distance, gaussian_radius, mode_report
 from unidistill.engine.process import VEProcess
-from unidistill.engine.trainer import TrainConfig, Trainer
-from unidistill.modalities.toy.gmm import ExactTeacher, ode_nfe, sample_ode
-from unidistill.modalities.toy.gmm_backend import _mixture
+from unidistill.engine.sampling import ode_nfe, sample_ode
+from unidistill.engine.trainer import Trainer
+from unidistill.modalities.toy_gmm.mixture import ExactTeacher, GaussianMixture
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "toy"
@@ -54,7 +54,7 @@ def example(name: str) -> dict:
 PROBLEMS = {"ring8": example("ring8_sim")["mixture"], "mix16_8d": example("mix16_8d_sim")["mixture"]}
 # the 8-D problem needs larger noise levels to move mass between far-apart modes: its VE-process
 # methods take the time samplers of examples/toy/mix16_8d_sim.yaml
-OVERRIDES = {"mix16_8d": {k: example("mix16_8d_sim")[k] for k in ("time_sampler", "aux_time_sampler")}}
+OVERRIDES = {"mix16_8d": {k: example("mix16_8d_sim")["distill"][k] for k in ("time_sampler", "aux_time_sampler")}}
 
 
 def distil(config: dict, out: Path):
@@ -79,7 +79,7 @@ def reference(problem: str) -> tuple:
     scores: the mean energy distance between a fresh set of N_EVAL true samples and the same target
     set the students are scored against, over FLOOR_DRAWS fresh sets (one draw is too noisy to
     compare against: its spread is comparable to its mean)."""
-    mixture = _mixture(PROBLEMS[problem])
+    mixture = GaussianMixture.from_config(PROBLEMS[problem])
     g = torch.Generator().manual_seed(2024)
     target = mixture.sample(N_EVAL, generator=g)
     draws = torch.tensor([energy_distance(mixture.sample(N_EVAL, generator=g), target, unbiased=False)
@@ -118,7 +118,7 @@ def student_job(args: tuple) -> tuple:
     config = example(METHODS[method])
     config["mixture"] = copy.deepcopy(PROBLEMS[problem])
     if config.get("process", {}).get("name", "ve") == "ve":
-        config.update(copy.deepcopy(OVERRIDES.get(problem, {})))
+        config["distill"].update(copy.deepcopy(OVERRIDES.get(problem, {})))
     config["train"].update({"steps": steps, "progress": False, "eval_every": 0, "checkpoint_every": 10**6,
                             "log_every": 100, "device": "cpu"})
     config.setdefault("eval", {})["n_samples"] = 500

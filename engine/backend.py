@@ -1,31 +1,128 @@
-"""The modality boundary: a backend turns its config section into an Objective, and draws
-samples from a trained generator. Backends register by name; the CLI and trainer never branch on it."""
+"""The backend contract: a modality is a `Backend` found by name through the `unidistill.backends`
+entry points (or given as `package.module:Attribute`), so the engine imports no modality and a
+command imports only the backend its config names.
+
+A backend module should import little at module level (its config dataclasses): the command line
+validates a config before anything heavy (torch, diffusers) is imported, so a typo costs no wait."""
 from __future__ import annotations
 
+import importlib
+import importlib.metadata as metadata
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from torch import nn
+from .config import ConfigError
 
-from .registry import Registry
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
 
-BACKENDS: Registry[Backend] = Registry("modality")
+    from .objective import Objective
+
+GROUP = "unidistill.backends"
+DISTRIBUTION = "unidistill"
 
 
-class Backend(Protocol):
-    """A modality. `Config` is a dataclass of everything but `modality` and `train`."""
+@dataclass
+class Sampler:
+    """What `unidistill sample` needs from a run: the generator network (its EMA weights are loaded from
+    the run's checkpoint), any other trained module the sampler uses (live weights from the checkpoint,
+    e.g. a discriminator for reward-guided sampling) and `draw(generator, n, seed) -> array` (n decoded
+    samples, the same for the same seed)."""
+
+    generator: nn.Module
+    draw: Callable[[nn.Module, int, int], np.ndarray]
+    modules: dict[str, nn.Module] = field(default_factory=dict)
+
+
+class Backend:
+    """A modality. Subclasses set `Config` (the dataclass of every config key but `modality` and `train`)
+    and implement `build` and `sampler`; a backend that trains its own teachers also sets `TeachConfig`
+    and implements `teach`. `smoke_config` returns a config that runs in seconds on tiny networks, which
+    the conformance suite (tests/test_conformance.py) runs against every divergence."""
 
     Config: type
+    TeachConfig: type | None = None
+    family: str = "continuous"  # "continuous" (DIVERGENCES) or "discrete" (ESTIMATORS)
 
-    def build(self, cfg: Any, out_dir: Path):
-        """Return an Objective (see engine.trainer) for this config."""
+    def build(self, cfg: Any, run_dir: Path) -> Objective:
+        """The distillation objective for this config; bad values raise ConfigError before training."""
+        raise NotImplementedError
 
-    def sample(self, objective, generator: nn.Module, n: int) -> np.ndarray:
-        """n samples from a trained generator as a numpy array."""
+    def teach(self, cfg: Any, run_dir: Path) -> Objective:
+        """The objective that trains a teacher (only when TeachConfig is set)."""
+        raise NotImplementedError
+
+    def sampler(self, cfg: Any, run_dir: Path) -> Sampler:
+        """The trained run's generator and its decoding, without the teacher pool, fake score or the rest."""
+        raise NotImplementedError
+
+    def smoke_config(self, workdir: Path) -> dict[str, Any]:
+        """A config (without modality and train) on tiny networks written under workdir."""
+        raise NotImplementedError
+
+
+def backend_names() -> list[str]:
+    """Modalities installed through the entry points."""
+    return sorted({ep.name for ep in metadata.entry_points(group=GROUP)})
 
 
 def get_backend(name: str) -> Backend:
-    import unidistill.modalities  # noqa: F401  (registers the built-in backends)
+    """The backend registered as `name`, or `package.module:Attribute` for one outside this package."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"config key modality must be a name; choose one of: {', '.join(backend_names())}")
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        obj = _load(name, lambda: getattr(importlib.import_module(module), attr), extra=None)
+    else:
+        found = [ep for ep in metadata.entry_points(group=GROUP) if ep.name == name]
+        if not found:
+            raise ConfigError(f"config key modality: unknown modality {name!r}; choose one of: "
+                              f"{', '.join(backend_names())} (or package.module:Backend)")
+        _check_extra(name)
+        obj = _load(name, found[0].load, extra=name if name in _extras() else None)
+    backend = obj() if isinstance(obj, type) else obj
+    if not isinstance(backend, Backend):
+        raise ConfigError(f"config key modality: {name!r} is not a unidistill Backend "
+                          "(subclass unidistill.engine.backend.Backend)")
+    return backend
 
-    return BACKENDS.get(name)
+
+def _load(name: str, load: Callable[[], Any], extra: str | None):
+    try:
+        return load()
+    except ModuleNotFoundError as e:
+        if extra is not None:
+            raise ConfigError(f"modality {name!r} needs the {extra} extra: pip install 'unidistill[{extra}]' "
+                              f"(missing: {e.name})") from None
+        raise ConfigError(f"modality {name!r} cannot be imported: missing package {e.name}") from None
+    except AttributeError as e:
+        raise ConfigError(f"config key modality: {name!r}: {e}") from None
+
+
+def _extras() -> list[str]:
+    try:
+        return metadata.metadata(DISTRIBUTION).get_all("Provides-Extra") or []
+    except metadata.PackageNotFoundError:
+        return []
+
+
+def _check_extra(name: str) -> None:
+    """A modality named like an extra needs that extra's packages installed (checked without importing them)."""
+    if name not in _extras():
+        return
+    missing = []
+    for req in metadata.requires(DISTRIBUTION) or []:
+        spec, _, marker = req.partition(";")
+        if re.search(rf"extra\s*==\s*['\"]{re.escape(name)}['\"]", marker):
+            package = re.split(r"[<>=!~\[ ]", spec.strip(), maxsplit=1)[0]
+            try:
+                metadata.version(package)
+            except metadata.PackageNotFoundError:
+                missing.append(package)
+    if missing:
+        raise ConfigError(f"modality {name!r} needs the {name} extra: pip install 'unidistill[{name}]' "
+                          f"(missing: {', '.join(missing)})")

@@ -26,13 +26,18 @@ def build_named(registry: Registry, section: dict[str, Any] | str, where: str, *
         factory = registry.get(section["name"])
     except KeyError as e:
         raise ConfigError(f"config key {where}.name: {e.args[0]}") from None
-    allowed = options_of(factory, extra)
-    for k in options:
-        if k not in allowed:
-            raise ConfigError(f"config key {where}.{k} is not an option of {section['name']!r}; "
-                              f"allowed: {', '.join(allowed) or 'none'}")
+    check_options(factory, options, where, repr(section["name"]), exclude=extra)
     try:
         return factory(**options, **extra)
     except (TypeError, ValueError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         raise ConfigError(f"config key {where}: {msg}") from None
+
+
+def check_options(factory, options: dict[str, Any], where: str, what: str, exclude=()) -> None:
+    """Every key of `options` must be a keyword option of `factory`, else a one-line ConfigError."""
+    allowed = options_of(factory, exclude)
+    for k in options:
+        if k not in allowed:
+            raise ConfigError(f"config key {where}.{k} is not an option of {what}; "
+                              f"allowed: {', '.join(allowed) or 'none'}")

@@ -12,9 +12,10 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from safetensors.torch import load_file, save_file
-from torch import Tensor
+if TYPE_CHECKING:  # torch and safetensors load on first use, so the CLI can report bad configs at once
+    from torch import Tensor
 
 TENSORS, META, MANIFEST, LATEST = "state.safetensors", "meta.json", "manifest.json", "latest"
 
@@ -60,6 +61,8 @@ def _unshared(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def save(root: str | Path, step: int, tensors: dict[str, Tensor], meta: dict, keep: int = 2) -> Path:
     """Write checkpoint `step` under root atomically; keep the newest `keep` checkpoints."""
+    from safetensors.torch import save_file
+
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
@@ -110,6 +113,8 @@ def verify(path: Path) -> None:
 
 def load(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     """Verify and load one checkpoint folder; returns (tensors, meta)."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist")

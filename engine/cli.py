@@ -4,71 +4,98 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, apply_overrides, build, to_dict
+from .config import ConfigError, TrainConfig, apply_overrides, build, to_dict
 
 EXIT_BAD_INPUT = 2
 
 
-def load_run_config(path: str | Path, overrides: list[str] = (), command: str = "distill"):
-    """Read a YAML run config, apply overrides, validate it; returns (backend, backend cfg, train cfg, data).
-    `command` "teach" validates against the backend's TeachConfig instead of its Config."""
+@dataclass
+class RunConfig:
+    """A validated run config: its backend, the backend's section, the train section and the raw data."""
+
+    backend: Any
+    modality: str
+    cfg: Any
+    train: TrainConfig
+    data: dict
+
+    def resolved(self) -> dict:
+        """Every key with its default filled in: what the run directory's config.yaml records."""
+        return {"modality": self.modality, **to_dict(self.cfg), "train": to_dict(self.train)}
+
+
+def load_run_config(path: str | Path, overrides: list[str] = (), command: str = "distill") -> RunConfig:
+    """Read a YAML run config, apply overrides and validate it; imports only the named backend, and no
+    more of it than its config module, so a bad key is reported before torch loads. `command` "teach"
+    validates against the backend's TeachConfig instead of its Config."""
     from .backend import get_backend
-    from .trainer import TrainConfig
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     apply_overrides(data, list(overrides))
     if "modality" not in data:
         raise ConfigError(f"config file {path} has no 'modality' key")
-    try:
-        backend = get_backend(data["modality"])
-    except KeyError as e:
-        raise ConfigError(f"config key modality: {e.args[0]}") from None
+    backend = get_backend(data["modality"])
     train = build(TrainConfig, data.get("train"), "train")
     rest = {k: v for k, v in data.items() if k not in ("modality", "train")}
-    if command == "teach" and not hasattr(backend, "teach"):
+    if command == "teach" and backend.TeachConfig is None:
         raise ConfigError(f"modality {data['modality']!r} has no teacher to train (its teachers are exact)")
     cfg = build(backend.TeachConfig if command == "teach" else backend.Config, rest, "config")
-    return backend, cfg, train, data
+    return RunConfig(backend, data["modality"], cfg, train, data)
 
 
-def resolved(backend_name: str, cfg, train) -> dict:
-    return {"modality": backend_name, **to_dict(cfg), "train": to_dict(train)}
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def cmd_train(args) -> int:
-    """distill (a student) or teach (a teacher): build the backend's objective and run the Trainer.
-    An objective with `export(net, run_dir)` also writes its EMA network for other tools (a teacher's
-    diffusers folder, a student pipeline) and returns where."""
-    from .trainer import Trainer
+    """distill (a student) or teach (a teacher): build the backend's objective and run the Trainer; when
+    training ends, the objective's export writes its EMA network for other tools."""
+    from .recipe import check_recipes
 
-    backend, cfg, train, data = load_run_config(args.config, args.set, args.command)
+    run = load_run_config(args.config, args.set, args.command)
+    check_recipes(run.cfg)
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved(data["modality"], cfg, train), sort_keys=False))
+    (out / "config.yaml").write_text(yaml.safe_dump(run.resolved(), sort_keys=False))
     import torch
 
-    torch.manual_seed(train.seed)  # network initialisation is part of the run's seed
-    objective = backend.teach(cfg, out) if args.command == "teach" else backend.build(cfg, out)
-    trainer = Trainer(objective, train, out, resume=args.resume)
+    from .trainer import Trainer
+
+    torch.manual_seed(run.train.seed)  # network initialisation is part of the run's seed
+    build_objective = run.backend.teach if args.command == "teach" else run.backend.build
+    objective = build_objective(run.cfg, out)
+    trainer = Trainer(objective, run.train, out, resume=args.resume)
     try:
         metrics = trainer.fit()
-        if trainer.acc.is_main_process and hasattr(objective, "export") and trainer.step >= train.steps:
+        if trainer.acc.is_main_process and trainer.step >= run.train.steps:
             with trainer.ema_weights() as net:
                 folder = objective.export(net, out)
-            print(f"EMA network exported to {folder}")
+            if folder is not None:
+                print(f"EMA network exported to {folder}")
     finally:
         trainer.end()
     if trainer.acc.is_main_process and metrics:
@@ -78,35 +105,47 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    """Samples from a run's EMA generator: the backend's sampler builds the generator and its decoding only."""
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    if args.n < 1:
+        raise ConfigError(f"--n must be positive, got {args.n}")
+    run = load_run_config(run_dir / "config.yaml")
     import numpy as np
     import torch
 
     from . import checkpoint as ckpt
 
-    run = Path(args.run_dir)
-    if not (run / "config.yaml").is_file():
-        raise ConfigError(f"{run} is not a run directory (no config.yaml)")
-    if args.n < 1:
-        raise ConfigError(f"--n must be positive, got {args.n}")
-    backend, cfg, train, _ = load_run_config(run / "config.yaml")
-    torch.manual_seed(train.seed)
-    objective = backend.build(cfg, run)
-    found = ckpt.load_latest(run / "checkpoints")
+    found = ckpt.load_latest(run_dir / "checkpoints")
     if found is None:
-        raise ConfigError(f"{run} has no checkpoint to sample from")
+        raise ConfigError(f"{run_dir} has no checkpoint to sample from")
     tensors, _ = found
-    gen = objective.modules["generator"]
-    gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    gen.eval()
-    torch.manual_seed(args.seed)
+    torch.manual_seed(run.train.seed)
+    sampler = run.backend.sampler(run.cfg, run_dir)
+    _load_weights(sampler.generator, tensors, "ema.", "generator")
+    for name, module in sampler.modules.items():
+        _load_weights(module, tensors, f"module.{name}.", name)
+    for module in (sampler.generator, *sampler.modules.values()):
+        module.eval().requires_grad_(False)
+    torch.manual_seed(args.seed)  # for samplers that draw from the global generator
     with torch.no_grad():
-        samples = backend.sample(objective, gen, args.n)
+        samples = sampler.draw(sampler.generator, args.n, args.seed)
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp.npy")
     np.save(tmp, samples)
     tmp.replace(out)
     print(f"wrote {args.n} samples of shape {samples.shape[1:]} to {out}")
     return 0
+
+
+def _load_weights(module, tensors: dict, prefix: str, name: str) -> None:
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"the run's checkpoint does not fit its {name!r} network: {first}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,20 +1,33 @@
 """The continuous objective: a differentiable generator x0 = G(z, c) distilled from a teacher
-denoiser under a Gaussian process, with an optional fake score and density-ratio discriminator.
-Which divergence, process, time sampler and networks is decided by the caller (a backend)."""
+denoiser under a Gaussian process, with a fake score and a density-ratio discriminator when the
+divergence needs them, and an optional reward term.
+
+A backend supplies `ContinuousParts` (teacher, generator, latents, factories for the networks it can
+build, sources of real samples, rewards); `build_continuous` reads the run's `distill:` section
+(engine.recipe.ContinuousRecipe) and builds exactly what the divergence needs, or fails in one line."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .divergences import Critics, Divergence, RewardTerm
-from .divergences.base import per_example_mean
+from .builders import build_named, check_options
+from .config import ConfigError
+from .divergences import DIVERGENCES, ESTIMATORS, Critics, Divergence, RewardTerm, per_element, per_example
 from .noise import Noise
-from .process import GaussianProcess, bcast
+from .objective import Objective, Outputs, Progress
+from .process import TIME_SAMPLERS, GaussianProcess
+from .recipe import ContinuousRecipe
+from .registry import Registry
 
-Latents = Callable[[Noise, int], tuple[Tensor, Tensor | None]]  # (noise, n) -> (z, cond)
+Latents = Callable[[Noise, int, Progress], tuple[Tensor, Any]]  # (noise, n, progress) -> (z, cond)
+Real = Callable[[Noise, int], tuple[Tensor, Any]]  # (noise, n) -> (x, cond): the discriminator's real side
+Condition = Callable[[Tensor, Any], Any]  # (x0 without graph, cond from the latents) -> cond the critics see
 
 
 def edm_weight(sigma_data: float = 0.5) -> Callable[[Tensor, GaussianProcess], Tensor]:
@@ -27,26 +40,35 @@ def edm_weight(sigma_data: float = 0.5) -> Callable[[Tensor, GaussianProcess], T
     return w
 
 
-class ContinuousDistillation:
-    """Objective for the Trainer: auxiliary losses (fake score by denoising score matching on
-    detached generator samples; discriminator by BCE with teacher/data as real) and the generator
-    loss from a Divergence (plus an optional differentiable reward term)."""
+class ContinuousDistillation(Objective):
+    """Auxiliary losses (fake score by denoising score matching on detached generator samples;
+    discriminator by BCE with teacher samples or data as real) and the generator loss from a
+    Divergence (plus an optional differentiable reward term).
+
+    `time_shape` () draws one time per example; (L,) one per element of x0 (B, L, ...). `condition`
+    maps a sample (without graph) and its latent condition to the condition the teacher, fake score and
+    discriminator see (by default the latent condition itself)."""
 
     def __init__(self, *, process: GaussianProcess, teacher: Callable, generator: nn.Module,
                  latents: Latents, divergence: Divergence, time_sampler: Callable,
                  fake: nn.Module | None = None, aux_time_sampler: Callable | None = None,
-                 fake_weight: Callable | None = None,
-                 discriminator: nn.Module | None = None, real: Latents | None = None,
-                 reward: RewardTerm | None = None,
-                 evaluate: Callable | None = None, save_pictures: Callable | None = None):
+                 fake_weight: Callable | None = None, discriminator: nn.Module | None = None,
+                 real: Real | None = None, reward: RewardTerm | None = None, condition: Condition | None = None,
+                 time_shape: tuple[int, ...] = (), outputs: Outputs | None = None):
+        super().__init__(outputs)
+        name = type(divergence).__name__
+        if "fake" in divergence.needs and fake is None:
+            raise ValueError(f"divergence {name} needs a fake score; give it a fake score network")
+        if "ratio" in divergence.needs and discriminator is None:
+            raise ValueError(f"divergence {name} needs a density-ratio estimator; give it a discriminator")
+        if discriminator is not None and real is None:
+            raise ValueError("a discriminator needs a source of real samples (teacher samples or data)")
         self.process, self.teacher, self.divergence = process, teacher, divergence
         self.latents, self.time_sampler = latents, time_sampler
         self.aux_time_sampler = aux_time_sampler or time_sampler
         self.fake_weight = fake_weight or edm_weight()
         self.fake, self.disc, self.real, self.reward = fake, discriminator, real, reward
-        if discriminator is not None and real is None:
-            raise ValueError("a discriminator needs a source of real samples (teacher samples or data)")
-        divergence.check(Critics(process, teacher, fake=_stub(fake), log_ratio=_stub(discriminator)))
+        self.condition, self.time_shape = condition, tuple(time_shape)
         if isinstance(teacher, nn.Module):
             teacher.requires_grad_(False).eval()
         self.modules: dict[str, nn.Module] = {"generator": generator}
@@ -54,50 +76,57 @@ class ContinuousDistillation:
             self.modules["fake"] = fake
         if discriminator is not None:
             self.modules["discriminator"] = discriminator
-        self._evaluate, self._save_pictures = evaluate, save_pictures
 
     def to(self, device):
         if isinstance(self.teacher, nn.Module):
             self.teacher.to(device)
         return self
 
-    def _times(self, sampler, noise: Noise, n: int) -> Tensor:
-        return noise.draw(lambda m, g: sampler(m, self.process, generator=g), n)
+    def _times(self, sampler, noise: Noise, n: int, progress: Progress) -> Tensor:
+        k = math.prod(self.time_shape)
+        return noise.draw(lambda m, g: sampler(m * k, self.process, generator=g, progress=progress.fraction)
+                          .reshape(m, *self.time_shape), n)
 
     def _noisy(self, x0: Tensor, t: Tensor, noise: Noise) -> Tensor:
         eps = noise.randn(x0.shape[0], *x0.shape[1:]).to(x0.dtype)
-        return bcast(self.process.alpha(t), x0) * x0 + bcast(self.process.sigma(t), x0) * eps
+        return self.process.add_noise(x0, t, eps)
 
-    def aux_losses(self, noise: Noise, n: int) -> dict[str, Tensor]:
+    def _cond(self, x0: Tensor, c):
+        return c if self.condition is None else self.condition(x0.detach(), c)
+
+    def aux_losses(self, noise: Noise, n: int, progress: Progress) -> dict[str, Tensor]:
         if self.fake is None and self.disc is None:
             return {}
-        gen = self.modules["generator"]
-        z, c = self.latents(noise, n)
+        z, c = self.latents(noise, n, progress)
         with torch.no_grad():
-            x0 = gen(z, c)
+            x0 = self.modules["generator"](z, c)
+        c = self._cond(x0, c)
         out = {}
         if self.fake is not None:
-            t = self._times(self.aux_time_sampler, noise, n)
+            t = self._times(self.aux_time_sampler, noise, n, progress)
             x_t = self._noisy(x0, t, noise)
-            out["fake"] = self.fake_weight(t, self.process) * per_example_mean((self.fake(x_t, t, c) - x0) ** 2)
+            err = per_element((self.fake(x_t, t, c) - x0) ** 2, t, mean=True)
+            out["fake"] = per_example(self.fake_weight(t, self.process) * err, mean=True)
         if self.disc is not None:
             x_real, c_real = self.real(noise, n)
-            t = self._times(self.aux_time_sampler, noise, n)
-            real_logit = self.disc(self._noisy(x_real, t, noise), t, c_real).reshape(-1)
-            fake_logit = self.disc(self._noisy(x0, t, noise), t, c).reshape(-1)
-            out["discriminator"] = F.softplus(-real_logit) + F.softplus(fake_logit)
+            c_real = self._cond(x_real, c_real)
+            t = self._times(self.aux_time_sampler, noise, n, progress)
+            real_logit = self.disc(self._noisy(x_real, t, noise), t, c_real).reshape(t.shape)
+            fake_logit = self.disc(self._noisy(x0, t, noise), t, c).reshape(t.shape)
+            out["discriminator"] = per_example(F.softplus(-real_logit) + F.softplus(fake_logit), mean=True)
         return out
 
-    def generator_loss(self, noise: Noise, n: int) -> tuple[Tensor, dict[str, Tensor]]:
-        z, c = self.latents(noise, n)
+    def generator_loss(self, noise: Noise, n: int, progress: Progress) -> tuple[Tensor, dict[str, Tensor]]:
+        z, c = self.latents(noise, n, progress)
         x0 = self.modules["generator"](z, c)
-        t = self._times(self.time_sampler, noise, n)
+        c = self._cond(x0, c)
+        t = self._times(self.time_sampler, noise, n, progress)
         eps = noise.randn(n, *x0.shape[1:]).to(x0.dtype)
         critics = Critics(
             self.process,
             teacher=lambda x, s: self.teacher(x, s, c),
             fake=None if self.fake is None else (lambda x, s: self.fake(x, s, c)),
-            log_ratio=None if self.disc is None else (lambda x, s: self.disc(x, s, c).reshape(-1)),
+            log_ratio=None if self.disc is None else (lambda x, s: self.disc(x, s, c).reshape(s.shape)),
         )
         loss = self.divergence.loss(x0, t, eps, critics)
         logs = {"divergence_loss": loss.detach().mean()}
@@ -107,13 +136,101 @@ class ContinuousDistillation:
             logs["reward"] = (-r.detach() / max(self.reward.alpha, 1e-12)).mean()
         return loss, logs
 
-    def evaluate(self, generator: nn.Module) -> dict[str, float]:
-        return self._evaluate(generator) if self._evaluate else {}
 
-    def save_pictures(self, generator: nn.Module, path) -> None:
-        if self._save_pictures:
-            self._save_pictures(generator, path)
+@dataclass
+class ContinuousParts:
+    """What a continuous backend supplies to `build_continuous`. Factories are called only when the
+    divergence needs their network, in the order fake score, discriminator; `real` maps the names a
+    config may choose (`distill.real`) to functions that build a source of real samples."""
+
+    process: GaussianProcess
+    teacher: Callable  # D_p(x_t, t, c), frozen
+    generator: nn.Module  # x0 = G(z, c)
+    latents: Latents
+    fake: Callable[..., nn.Module] | None = None  # options from distill.fake -> a fresh fake score D_psi(x_t, t, c)
+    fake_weight: Callable | None = None  # lambda(t, process) of its denoising loss (EDM's by default)
+    discriminator: Callable[..., nn.Module] | None = None  # options from distill.discriminator -> logit net
+    real: dict[str, Callable[[], Real]] = field(default_factory=dict)
+    rewards: Registry | None = None  # differentiable rewards (x0[, c]) -> (B,) this modality offers
+    condition: Condition | None = None
+    time_shape: tuple[int, ...] = ()
 
 
-def _stub(module):
-    return None if module is None else (lambda x, t: x)
+def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: Outputs | None = None,
+                     where: str = "distill") -> ContinuousDistillation:
+    """The objective for `recipe` on the backend's `parts`; every refusal is a one-line ConfigError."""
+    available = {"fake"} if parts.fake is not None else set()
+    if parts.discriminator is not None:
+        available.add("ratio")
+    usable = [d for d in DIVERGENCES.names() if DIVERGENCES.get(d).needs <= available]
+    divergence, name = continuous_divergence(recipe, where, usable)
+    for need, what in (("fake", "a fake score"), ("ratio", "a discriminator")):
+        if need in divergence.needs and need not in available:
+            raise ConfigError(f"config key {where}.divergence: {name!r} needs {what}, which this modality does not "
+                              f"build; choose one of: {', '.join(usable)}")
+    if "ratio" not in divergence.needs and recipe.discriminator is not None:
+        raise ConfigError(f"config key {where}.discriminator: {name!r} uses no discriminator; remove the section "
+                          f"(--set {where}.discriminator=null)")
+    disc_needed = "ratio" in divergence.needs
+    if (parts.real or disc_needed) and recipe.real not in parts.real:
+        raise ConfigError(f"config key {where}.real = {recipe.real!r} is not a source of real samples here; "
+                          f"choose one of: {', '.join(parts.real) or 'none'}")
+    t_gen = build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
+    aux = recipe.aux_time_sampler if recipe.aux_time_sampler is not None else recipe.time_sampler
+    t_aux = build_named(TIME_SAMPLERS, aux, f"{where}.aux_time_sampler")
+    fake = None
+    if "fake" in divergence.needs:
+        fake = build_network(parts.fake, dict(recipe.fake or {}), f"{where}.fake", "this modality's fake score")
+    disc = real = None
+    if "ratio" in divergence.needs:
+        options = dict(recipe.discriminator or {})
+        disc = build_network(parts.discriminator, options, f"{where}.discriminator", "this modality's discriminator")
+        real = parts.real[recipe.real]()
+    reward = None
+    if recipe.reward is not None:
+        reward = build_reward(recipe.reward, parts.rewards, f"{where}.reward")
+    return ContinuousDistillation(
+        process=parts.process, teacher=parts.teacher, generator=parts.generator, latents=parts.latents,
+        divergence=divergence, time_sampler=t_gen, aux_time_sampler=t_aux, fake=fake, fake_weight=parts.fake_weight,
+        discriminator=disc, real=real, reward=reward, condition=parts.condition, time_shape=parts.time_shape,
+        outputs=outputs)
+
+
+def continuous_divergence(recipe: ContinuousRecipe, where: str, usable: list[str]) -> tuple[Divergence, str]:
+    """(divergence, its name) from recipe.divergence; an estimator's name is refused, naming `usable`."""
+    name = recipe.divergence.get("name") if isinstance(recipe.divergence, dict) else recipe.divergence
+    if name in ESTIMATORS:
+        raise ConfigError(f"config key {where}.divergence.name: {name!r} is a policy-gradient estimator for discrete "
+                          f"tokens; this modality's samples are continuous: choose one of: {', '.join(usable)}")
+    return build_named(DIVERGENCES, recipe.divergence, f"{where}.divergence"), name
+
+
+def check_recipe(recipe: ContinuousRecipe, where: str = "distill") -> None:
+    """Names and options of the divergence and time samplers, checked before the backend loads anything."""
+    continuous_divergence(recipe, where, DIVERGENCES.names())
+    build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
+    if recipe.aux_time_sampler is not None:
+        build_named(TIME_SAMPLERS, recipe.aux_time_sampler, f"{where}.aux_time_sampler")
+
+
+def build_network(factory: Callable[..., nn.Module], options: dict, where: str, what: str) -> nn.Module:
+    """factory(**options) with the options checked against its signature and bad values as one line."""
+    check_options(factory, options, where, what)
+    try:
+        return factory(**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config key {where}: {e}") from None
+
+
+def build_reward(section: dict, rewards: Registry | None, where: str) -> RewardTerm:
+    """RewardTerm(rewards[name](**options), alpha) from {name, alpha, options...}."""
+    if rewards is None:
+        raise ConfigError(f"config key {where}: this modality offers no rewards")
+    if not isinstance(section, dict) or "alpha" not in section:
+        raise ConfigError(f"config key {where} needs 'name' and 'alpha' (the weight of -reward in the generator "
+                          f"loss); rewards here: {', '.join(rewards.names())}")
+    options = {k: v for k, v in section.items() if k != "alpha"}
+    alpha = section["alpha"]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+        raise ConfigError(f"config key {where}.alpha must be a finite number >= 0, got {alpha!r}")
+    return RewardTerm(build_named(rewards, options, where), float(alpha))

@@ -9,18 +9,27 @@ mean over the masked positions), and regularisers on the trajectory such as inte
 matching (KL(teacher || student) at the rollout's states) and an entropy bonus."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .divergences import PolicyGradient
+from .builders import build_named
+from .config import ConfigError
+from .distill import build_network
+from .divergences import DIVERGENCES, ESTIMATORS, PolicyGradient
 from .masked_sampling import Predictor, Trajectory
 from .noise import Noise
-from .process import MaskingProcess, bcast
+from .objective import Objective, Outputs, Progress
+from .process import TIME_SAMPLERS, MaskingProcess, bcast
+from .recipe import DiscreteRecipe
 
-Rollout = Callable[[nn.Module, int], "Trajectory | tuple[Tensor, Tensor]"]  # (student, n) -> trajectory or (x, log p)
+# (student, n, group_size) -> trajectory; the estimator compares consecutive groups of group_size rows, and a
+# rollout may share randomness within a group (DiDi-Instruct draws one intermediate time tau per group)
+Rollout = Callable[[nn.Module, int, int], Trajectory]
 LogRatio = Callable[[Tensor, Tensor], Tensor]  # (z (B, L), t (B,)) -> log r = log teacher_t / student_t
 Regulariser = Callable[[nn.Module, Trajectory], Tensor]  # (student, trajectory) -> per-example loss (B,)
 
@@ -66,24 +75,25 @@ def state_matching(teacher: Predictor, mask_id: int) -> Regulariser:
     return reg
 
 
-class DiscreteDistillation:
+class DiscreteDistillation(Objective):
     """Objective for the Trainer; `real(noise, n)` draws the discriminator's real side (teacher
     samples: data-free; or corpus data)."""
 
-    name = "distill"
-
     def __init__(self, *, process: MaskingProcess, student: nn.Module, rollout: Rollout,
-                 estimator: PolicyGradient, time_sampler: Callable, real: Callable[[Noise, int], Tensor],
+                 estimator: PolicyGradient, time_sampler: Callable, real: Callable[[Noise, int], Tensor] | None = None,
                  discriminator: nn.Module | None = None, oracle: Callable[[nn.Module], LogRatio] | None = None,
                  corruptions: int = 1, coupled_time: bool = False,
                  time_weight: Callable[[Tensor], Tensor] | None = None,
                  regularisers: dict[str, tuple[float, Regulariser]] | None = None, reuse_rollouts: bool = False,
-                 evaluate: Callable | None = None, save_pictures: Callable | None = None):
+                 outputs: Outputs | None = None):
+        super().__init__(outputs)
         if (discriminator is None) == (oracle is None):
             raise ValueError("the policy-gradient estimator needs exactly one density-ratio source: "
                              "a discriminator or an oracle")
         if corruptions < 1:
             raise ValueError(f"corruptions must be >= 1, got {corruptions}")
+        if discriminator is not None and real is None:
+            raise ValueError("a discriminator needs a source of real samples (teacher samples or data)")
         self.process, self.rollout, self.estimator = process, rollout, estimator
         self.time_sampler, self.real, self.disc, self.oracle = time_sampler, real, discriminator, oracle
         self.m, self.coupled_time, self.time_weight = corruptions, coupled_time, time_weight
@@ -95,19 +105,18 @@ class DiscreteDistillation:
         self.modules: dict[str, nn.Module] = {"generator": student}
         if discriminator is not None:
             self.modules["discriminator"] = discriminator
-        self._evaluate, self._save_pictures = evaluate, save_pictures
 
     def _trajectory(self, student: nn.Module, n: int) -> Trajectory:
-        out = self.rollout(student, n)
-        return out if isinstance(out, Trajectory) else Trajectory(out[0], out[1], [], None, [])
+        return self.rollout(student, n, self.estimator.group_size)
 
-    def _times(self, noise: Noise, n: int, traj: Trajectory | None, device) -> Tensor:
+    def _times(self, noise: Noise, n: int, traj: Trajectory | None, device, progress: Progress) -> Tensor:
         """Corruption times: the rollout's intermediate time (coupled) or fresh draws."""
         if self.coupled_time:
             if traj is None or traj.times is None or traj.times.shape[1] < 3:
                 raise ValueError("coupled_time needs a rollout with an intermediate time (at least 2 steps)")
             return traj.times[:, 1].float().to(device)
-        return noise.draw(lambda k, g: self.time_sampler(k, self.process, generator=g), n).to(device)
+        return noise.draw(lambda k, g: self.time_sampler(k, self.process, generator=g, progress=progress.fraction),
+                          n).to(device)
 
     def _corrupt(self, x: Tensor, t: Tensor, noise: Noise) -> Tensor:
         keep = noise.rand(*x.shape).to(x.device) < bcast(self.process.alpha(t), x)
@@ -118,7 +127,7 @@ class DiscreteDistillation:
         out = self.disc(z, t)
         return out.reshape(-1) if out.ndim == 1 else masked_mean(out.float(), z, self.process.mask_id)
 
-    def aux_losses(self, noise: Noise, n: int) -> dict[str, Tensor]:
+    def aux_losses(self, noise: Noise, n: int, progress: Progress) -> dict[str, Tensor]:
         if self.disc is None:
             return {}
         traj = self._last if self.reuse_rollouts and self._last is not None and len(self._last.x) == n else None
@@ -126,18 +135,18 @@ class DiscreteDistillation:
             with torch.no_grad():
                 traj = self._trajectory(self.modules["generator"], n)
         x_real = self.real(noise, n)
-        t_fake = self._times(noise, n, traj, x_real.device)
-        t_real = t_fake if self.coupled_time else self._times(noise, n, None, x_real.device)
+        t_fake = self._times(noise, n, traj, x_real.device, progress)
+        t_real = t_fake if self.coupled_time else self._times(noise, n, None, x_real.device, progress)
         z_real, z_fake = self._corrupt(x_real, t_real, noise), self._corrupt(traj.x, t_fake, noise)
         loss = F.softplus(-self._logit(z_real, t_real)) + F.softplus(self._logit(z_fake, t_fake))
         return {"discriminator": loss}
 
-    def generator_loss(self, noise: Noise, n: int) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, noise: Noise, n: int, progress: Progress) -> tuple[Tensor, dict[str, Tensor]]:
         student = self.modules["generator"]
         traj = self._trajectory(student, n)
         if self.reuse_rollouts:
             self._last = Trajectory(traj.x.detach(), traj.log_prob.detach(), [], traj.times, [])
-        t = self._times(noise, n, traj, traj.x.device).repeat_interleave(self.m, 0)
+        t = self._times(noise, n, traj, traj.x.device, progress).repeat_interleave(self.m, 0)
         z = self._corrupt(traj.x.repeat_interleave(self.m, 0), t, noise)
         with torch.no_grad():
             log_r = (self.oracle(student)(z, t) if self.oracle is not None else self._logit(z, t))
@@ -151,9 +160,73 @@ class DiscreteDistillation:
             logs[name] = value.detach().mean()
         return loss, logs
 
-    def evaluate(self, generator: nn.Module) -> dict[str, float]:
-        return self._evaluate(generator) if self._evaluate else {}
 
-    def save_pictures(self, generator: nn.Module, path) -> None:
-        if self._save_pictures:
-            self._save_pictures(generator, path)
+@dataclass
+class DiscreteParts:
+    """What a discrete backend supplies to `build_discrete`: exactly one of a discriminator factory (with
+    sources of real samples to choose from by `distill.real`) or an exact oracle for the log ratio."""
+
+    process: MaskingProcess
+    student: nn.Module  # p_theta(x0 | z_t): (z (B, L), t (B,)) -> logits (B, L, V)
+    rollout: Rollout
+    rollout_steps: int  # sampling steps of a training rollout (coupled_time needs >= 2)
+    teacher: Predictor | None = None  # for intermediate-state matching
+    discriminator: Callable[..., nn.Module] | None = None  # options from distill.discriminator -> logit net
+    real: dict[str, Callable[[], Callable[[Noise, int], Tensor]]] = field(default_factory=dict)
+    oracle: Callable[[nn.Module], LogRatio] | None = None
+
+
+def discrete_estimator(recipe: DiscreteRecipe, where: str = "distill") -> PolicyGradient:
+    """The estimator of recipe.divergence; a continuous divergence's name is refused, naming the estimators."""
+    name = recipe.divergence.get("name") if isinstance(recipe.divergence, dict) else recipe.divergence
+    if name in DIVERGENCES:
+        raise ConfigError(f"config key {where}.divergence.name: {name!r} is a continuous divergence; this modality's "
+                          f"samples are discrete tokens: choose one of: {', '.join(ESTIMATORS.names())}")
+    return build_named(ESTIMATORS, recipe.divergence, f"{where}.divergence")
+
+
+def check_recipe(recipe: DiscreteRecipe, where: str = "distill") -> None:
+    """Names and options of the estimator and time sampler, checked before the backend loads anything."""
+    discrete_estimator(recipe, where)
+    build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
+
+
+def build_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, outputs: Outputs | None = None,
+                   where: str = "distill") -> DiscreteDistillation:
+    """The objective for `recipe` on the backend's `parts`; every refusal is a one-line ConfigError."""
+    estimator = discrete_estimator(recipe, where)
+    if recipe.coupled_time and parts.rollout_steps < 2:
+        raise ConfigError(f"config key {where}.coupled_time: true needs a rollout of at least 2 steps (an "
+                          f"intermediate time); this one has {parts.rollout_steps}")
+    if recipe.corruptions < 1:
+        raise ConfigError(f"config key {where}.corruptions must be >= 1, got {recipe.corruptions}")
+    for key in ("ism_weight", "entropy_weight"):
+        value = getattr(recipe, key)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"config key {where}.{key} must be a finite number >= 0, got {value}")
+    disc_needed = parts.oracle is None
+    if (parts.real or disc_needed) and recipe.real not in parts.real:
+        raise ConfigError(f"config key {where}.real = {recipe.real!r} is not a source of real samples here; "
+                          f"choose one of: {', '.join(parts.real) or 'none'}")
+    regs: dict[str, tuple[float, Regulariser]] = {}
+    if recipe.ism_weight > 0:
+        if parts.teacher is None:
+            raise ConfigError(f"config key {where}.ism_weight: this modality has no teacher predictor to match")
+        regs["ism"] = (recipe.ism_weight, state_matching(parts.teacher, parts.process.mask_id))
+    if recipe.entropy_weight > 0:
+        mask_id = parts.process.mask_id
+        regs["entropy"] = (recipe.entropy_weight, lambda s, traj: entropy_bonus(s, traj, mask_id))
+    disc = real = None
+    if parts.oracle is None:
+        disc = build_network(parts.discriminator, dict(recipe.discriminator or {}), f"{where}.discriminator",
+                             "this modality's discriminator")
+        real = parts.real[recipe.real]()
+    elif recipe.discriminator is not None:
+        raise ConfigError(f"config key {where}.discriminator: this run uses the exact oracle, not a discriminator; "
+                          f"remove the section (--set {where}.discriminator=null)")
+    return DiscreteDistillation(
+        process=parts.process, student=parts.student, rollout=parts.rollout, estimator=estimator,
+        time_sampler=build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler"), real=real,
+        discriminator=disc, oracle=parts.oracle, corruptions=recipe.corruptions, coupled_time=recipe.coupled_time,
+        time_weight=inverse_t_weight() if recipe.time_weight == "inverse_t" else None, regularisers=regs,
+        reuse_rollouts=recipe.reuse_rollouts, outputs=outputs)

@@ -184,7 +184,7 @@ def guided_sample(predictor: Predictor, discriminator: Discriminator, n: int, st
     """The N-step ancestral sampler with reward guidance (see Guidance); stats.extra counts the
     discriminator's forward and backward passes apart from the predictor's NFE."""
     grid = time_grid(steps, process)
-    n_tilt = int(round(steps * guidance.tilt_fraction))
+    n_tilt = int(steps * guidance.tilt_fraction)  # truncated, as DiDi-Instruct's released sampler splits its steps
     h0, h1 = guidance.scale
     z = torch.full((n, length), process.mask_id, dtype=torch.long, device=device)
     stats = SampleStats(steps=steps, extra={"disc_forward": 0, "disc_backward": 0})

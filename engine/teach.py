@@ -9,9 +9,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .divergences.base import per_example_mean
+from .divergences.base import per_example
 from .noise import Noise
-from .process import GaussianProcess, bcast
+from .objective import Objective, Outputs, Progress
+from .process import GaussianProcess
 
 Data = Callable[[Noise, int], tuple[Tensor, Tensor | None]]  # (noise, n) -> (x0, cond or None)
 
@@ -37,15 +38,15 @@ def prediction_weight(process: GaussianProcess, prediction: str) -> Callable[[Te
     return w
 
 
-class DenoisingObjective:
+class DenoisingObjective(Objective):
     """Per-example loss lambda(t) ||D(x_t, t, c') - x0||^2 with c' = null_cond at rate label_dropout."""
 
     name = "teach"
 
     def __init__(self, *, denoiser: nn.Module, process: GaussianProcess, data: Data, time_sampler: Callable,
                  weight: Callable[[Tensor, GaussianProcess], Tensor], label_dropout: float = 0.0,
-                 null_cond: int | None = None, evaluate: Callable | None = None,
-                 save_pictures: Callable | None = None):
+                 null_cond: int | None = None, outputs: Outputs | None = None):
+        super().__init__(outputs)
         if not 0 <= label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
         if label_dropout > 0 and null_cond is None:
@@ -53,26 +54,16 @@ class DenoisingObjective:
         self.process, self.data, self.time_sampler, self.weight = process, data, time_sampler, weight
         self.label_dropout, self.null_cond = label_dropout, null_cond
         self.modules: dict[str, nn.Module] = {"generator": denoiser}
-        self._evaluate, self._save_pictures = evaluate, save_pictures
 
-    def aux_losses(self, noise: Noise, n: int) -> dict[str, Tensor]:
-        return {}
-
-    def generator_loss(self, noise: Noise, n: int) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, noise: Noise, n: int, progress: Progress) -> tuple[Tensor, dict[str, Tensor]]:
         x0, c = self.data(noise, n)
-        t = noise.draw(lambda m, g: self.time_sampler(m, self.process, generator=g), n).to(x0.device)
+        t = noise.draw(lambda m, g: self.time_sampler(m, self.process, generator=g, progress=progress.fraction),
+                       n).to(x0.device)
         eps = noise.randn(n, *x0.shape[1:]).to(x0)
         drop = noise.rand(n) < self.label_dropout
         if c is not None and self.label_dropout > 0:
             c = torch.where(drop.to(c.device), torch.full_like(c, self.null_cond), c)
-        x_t = bcast(self.process.alpha(t), x0) * x0 + bcast(self.process.sigma(t), x0) * eps
+        x_t = self.process.add_noise(x0, t, eps)
         d = self.modules["generator"](x_t, t, c)
-        loss = self.weight(t, self.process) * per_example_mean((d - x0) ** 2)
-        return loss, {"denoising_mse": per_example_mean((d.detach() - x0) ** 2).mean()}
-
-    def evaluate(self, denoiser: nn.Module) -> dict[str, float]:
-        return self._evaluate(denoiser) if self._evaluate else {}
-
-    def save_pictures(self, denoiser: nn.Module, path) -> None:
-        if self._save_pictures:
-            self._save_pictures(denoiser, path)
+        loss = self.weight(t, self.process) * per_example((d - x0) ** 2, mean=True)
+        return loss, {"denoising_mse": per_example((d.detach() - x0) ** 2, mean=True).mean()}

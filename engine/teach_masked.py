@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .noise import Noise
+from .objective import Objective, Outputs, Progress
 from .process import MaskingProcess, bcast
 
 TokenData = Callable[[Noise, int], Tensor]  # (noise, n) -> x0 (n, L) token ids
@@ -34,36 +35,26 @@ def masked_nelbo(logp: Tensor, x0: Tensor, z: Tensor, t: Tensor, process: Maskin
     return w * nll.sum(-1) / x0.shape[1]
 
 
-class MaskedDiffusionObjective:
+class MaskedDiffusionObjective(Objective):
     """The Trainer's objective for a masked diffusion teacher; `model(z, t)` returns SUBS log-probs."""
 
     name = "teach"
 
     def __init__(self, *, model: nn.Module, process: MaskingProcess, data: TokenData, t_min: float = 1e-3,
-                 evaluate: Callable | None = None, save_pictures: Callable | None = None):
+                 outputs: Outputs | None = None):
+        super().__init__(outputs)
         if not 0 < t_min < 1:
             raise ValueError(f"t_min must be in (0, 1), got {t_min}")
         self.process, self.data, self.t_min = process, data, t_min
         self.modules: dict[str, nn.Module] = {"generator": model}
-        self._evaluate, self._save_pictures = evaluate, save_pictures
 
-    def aux_losses(self, noise: Noise, n: int) -> dict[str, Tensor]:
-        return {}
-
-    def generator_loss(self, noise: Noise, n: int) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, noise: Noise, n: int, progress: Progress) -> tuple[Tensor, dict[str, Tensor]]:
         x0 = self.data(noise, n)
         t = noise.draw(lambda m, g: antithetic_times(m, g, self.t_min), n).to(x0.device)
         keep = noise.rand(n, x0.shape[1]).to(x0.device) < bcast(self.process.alpha(t), x0)
         z = torch.where(keep, x0, torch.full_like(x0, self.process.mask_id))
         loss = masked_nelbo(self.modules["generator"](z, t), x0, z, t, self.process)
         return loss, {"nelbo": loss.detach().mean()}
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        return self._evaluate(model) if self._evaluate else {}
-
-    def save_pictures(self, model: nn.Module, path) -> None:
-        if self._save_pictures:
-            self._save_pictures(model, path)
 
 
 @torch.no_grad()

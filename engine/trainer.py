@@ -11,66 +11,17 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
+from .config import TrainConfig
 from .logger import RunLogger
 from .noise import Noise
-
-
-@runtime_checkable
-class Objective(Protocol):
-    """What the trainer trains. `modules` holds every trainable network; "generator" is required."""
-
-    modules: dict[str, nn.Module]
-
-    def aux_losses(self, noise: Noise, n: int) -> dict[str, Tensor]:
-        """Per-example losses (n,) keyed by auxiliary module name; {} when there is none."""
-
-    def generator_loss(self, noise: Noise, n: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """Per-example generator loss (n,) and scalar tensors to log."""
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 1000  # generator updates in total
-    batch_size: int = 256  # global batch, split evenly over processes
-    aux_steps: int = 1  # auxiliary (fake score / discriminator) updates per generator update
-    lr: dict[str, float] = field(default_factory=lambda: {"generator": 1e-4})  # per module; missing -> generator's
-    betas: list[float] = field(default_factory=lambda: [0.0, 0.999])  # Adam betas (SiD/DMD use beta1 = 0)
-    weight_decay: float = 0.0  # AdamW decoupled weight decay
-    warmup_steps: int = 0  # linear learning-rate warm-up
-    schedule: Literal["constant", "cosine"] = "constant"  # learning-rate decay after warm-up
-    grad_clip: float = 10.0  # max global grad norm per module (0 = off)
-    ema_decay: float = 0.999  # EMA of generator weights, used for evaluation and sampling
-    mixed_precision: Literal["no", "bf16"] = "no"  # autocast dtype for the forward passes
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # where to train
-    seed: int = 0  # seeds all randomness
-    max_skipped: int = 20  # abort after this many consecutive non-finite steps
-    log_every: int = 10  # CSV/TensorBoard row every N steps
-    eval_every: int = 0  # evaluate (EMA) every N steps; 0 = only at the end
-    checkpoint_every: int = 500  # checkpoint every N steps (and at the end)
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk
-    progress: bool = True  # show a progress bar
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("aux_steps", "eval_every", "warmup_steps", "max_skipped"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if any(v <= 0 for v in self.lr.values()):
-            raise ValueError(f"train.lr values must be > 0, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
-        if len(self.betas) != 2:
-            raise ValueError(f"train.betas must have two numbers, got {self.betas}")
+from .objective import Objective, Progress
+from .optim import ModuleOptimizer
 
 
 class Trainer:
@@ -98,27 +49,18 @@ class Trainer:
             if self.world > 1:  # every process starts from rank 0's weights, as DDP does
                 for tensor in m.state_dict().values():
                     torch.distributed.broadcast(tensor, src=0)
-        if hasattr(objective, "to"):
-            objective.to(self.acc.device)
+        objective.to(self.acc.device)
         self.gen = objective.modules["generator"]
         self.aux_names = [k for k in objective.modules if k != "generator"]
-        unknown = sorted(set(cfg.lr) - set(objective.modules))
+        unknown = sorted(k for k in cfg.lr if k.split(".")[0] not in objective.modules)
         if unknown:
             raise ValueError(f"train.lr names {', '.join(map(repr, unknown))}, which this run does not train; "
                              f"its modules are: {', '.join(objective.modules)}")
-        base = cfg.lr.get("generator", 1e-4)
         # parameters frozen when the objective hands its modules over (e.g. a discriminator's copied
         # teacher blocks) stay frozen; the rest are switched on and off by phase
-        self._params = {name: [p for p in m.parameters() if p.requires_grad] for name, m in objective.modules.items()}
-        for name, params in self._params.items():
-            if not params:
-                raise ValueError(f"module {name!r} has no trainable parameters (all have requires_grad False)")
-        self.opt = {
-            name: torch.optim.AdamW(self._params[name], lr=cfg.lr.get(name, base), betas=tuple(cfg.betas),
-                                    weight_decay=cfg.weight_decay)
-            for name in objective.modules
-        }
-        self.base_lr = {name: cfg.lr.get(name, base) for name in objective.modules}
+        self.opt = {name: ModuleOptimizer(name, m, cfg.lr, cfg.betas, cfg.weight_decay)
+                    for name, m in objective.modules.items()}
+        self._params = {name: o.params for name, o in self.opt.items()}
         self.ema = {k: v.detach().clone() for k, v in self.gen.state_dict().items()}
         self._bind_ema()
         self._requires_grad: dict[str, bool] = {}  # the phase state each module was last set to
@@ -144,7 +86,7 @@ class Trainer:
     def _update(self, names: list[str], losses: dict[str, Tensor]) -> tuple[bool, dict[str, Tensor]]:
         """Backward the mean of each per-example loss, all-reduce, clip and step; skip if non-finite."""
         for name in names:
-            self.opt[name].zero_grad(set_to_none=True)
+            self.opt[name].zero_grad()
         total = sum(l.float().mean() for l in losses.values())
         total.backward()
         params = {name: self._params[name] for name in names}
@@ -158,10 +100,7 @@ class Trainer:
         finite = bool(flag.item())
         if finite:
             for name in names:
-                lr = self._lr(name)
-                for g in self.opt[name].param_groups:
-                    g["lr"] = lr
-                self.opt[name].step()
+                self.opt[name].step(self._lr_factor())
         return finite, norms
 
     def _all_reduce(self, params: list[nn.Parameter]) -> None:
@@ -179,12 +118,17 @@ class Trainer:
                 p.grad.copy_(avg)
             i += g.numel()
 
-    def _lr(self, name: str) -> float:
+    def _lr_factor(self) -> float:
+        """Warm-up and schedule factor on every base learning rate at the current step."""
         s, cfg = self.step, self.cfg
         f = min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
         if cfg.schedule == "cosine":
             f *= 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
-        return self.base_lr[name] * f
+        return f
+
+    @property
+    def progress(self) -> Progress:
+        return Progress(self.step, self.cfg.steps)
 
     def _guard(self, ok: bool, phase: str) -> None:
         if ok:
@@ -200,11 +144,12 @@ class Trainer:
     def train_step(self) -> dict[str, Tensor | float]:
         """k auxiliary updates then one generator update; returns scalars (tensors) to log."""
         row: dict[str, Tensor | float] = {}
+        progress = self.progress
         if self.aux_names:
             self._train_only(self.aux_names)
             for _ in range(self.cfg.aux_steps):
                 with self._autocast():
-                    losses = self.obj.aux_losses(self.noise, self.n)
+                    losses = self.obj.aux_losses(self.noise, self.n, progress)
                 if not losses:
                     break
                 ok, norms = self._update(list(losses), losses)
@@ -213,7 +158,7 @@ class Trainer:
                 row.update({f"grad_norm/{k}": v for k, v in norms.items()})
         self._train_only(["generator"])
         with self._autocast():
-            loss, logs = self.obj.generator_loss(self.noise, self.n)
+            loss, logs = self.obj.generator_loss(self.noise, self.n, progress)
         ok, norms = self._update(["generator"], {"generator": loss})
         self._guard(ok, "generator")
         if ok:
@@ -221,7 +166,7 @@ class Trainer:
         row["loss/generator"] = loss.detach().float().mean()
         row["grad_norm/generator"] = norms["generator"]
         row.update(logs)
-        row["lr/generator"] = self._lr("generator")
+        row["lr/generator"] = self.opt["generator"].base_lr[0] * self._lr_factor()
         row["skipped"] = float(sum(self.skipped.values()))
         return row
 
@@ -256,15 +201,8 @@ class Trainer:
             tensors.update({f"module.{name}.{k}": v for k, v in m.state_dict().items()})
         tensors.update({f"ema.{k}": v for k, v in self.ema.items()})
         for name, opt in self.opt.items():
-            sd = opt.state_dict()
-            scalars = {}
-            for idx, st in sd["state"].items():
-                for key, val in st.items():
-                    if torch.is_tensor(val):
-                        tensors[f"optim.{name}.{idx}.{key}"] = val
-                    else:
-                        scalars[f"{idx}.{key}"] = val
-            meta["optim"][name] = {"param_groups": sd["param_groups"], "scalars": scalars}
+            t, meta["optim"][name] = opt.state()
+            tensors.update(t)
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.noise"] = self.noise.state_dict()["generator"]
         return tensors, meta
@@ -284,16 +222,7 @@ class Trainer:
         self.ema = {k[4:]: v.to(self.acc.device) for k, v in tensors.items() if k.startswith("ema.")}
         self._bind_ema()
         for name, opt in self.opt.items():
-            om = meta["optim"][name]
-            state: dict = {}
-            for k, v in tensors.items():
-                if k.startswith(f"optim.{name}."):
-                    idx, key = k[len(f"optim.{name}."):].split(".", 1)
-                    state.setdefault(int(idx), {})[key] = v.to(self.acc.device) if key != "step" else v
-            for k, v in om["scalars"].items():
-                idx, key = k.split(".", 1)
-                state.setdefault(int(idx), {})[key] = v
-            opt.load_state_dict({"state": state, "param_groups": om["param_groups"]})
+            opt.load(tensors, meta["optim"][name], self.acc.device)
         if self.rank == 0:
             torch.set_rng_state(tensors["rng.torch"])
         self.noise.load_state_dict({"generator": tensors["rng.noise"]})
@@ -323,12 +252,8 @@ class Trainer:
         if self.acc.is_main_process:
             with self.ema_weights() as g, torch.no_grad():
                 g.eval()
-                if hasattr(self.obj, "evaluate"):
-                    metrics = dict(self.obj.evaluate(g))
-                if hasattr(self.obj, "save_pictures"):
-                    pics = self.out / "samples"
-                    pics.mkdir(parents=True, exist_ok=True)
-                    self.obj.save_pictures(g, pics / f"step_{self.step:08d}.png")
+                metrics = self.obj.evaluate(g)
+                self.obj.save_samples(g, self.out, self.step)
                 g.train()
         self.acc.wait_for_everyone()
         return metrics
@@ -346,7 +271,7 @@ class Trainer:
         if self.cfg.progress and self.acc.is_main_process:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=self.cfg.steps, initial=self.step, desc=getattr(self.obj, "name", "distill"),
+            bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.obj.name,
                        dynamic_ncols=True)
         metrics: dict[str, float] = {}
         t0 = time.perf_counter()

@@ -124,7 +124,7 @@ class GaussianCase:
         mq0, vq0 = self.diffused(m0, s0)  # score function (theta0)
         xs = mq + vq.sqrt() * x
         y = self.teacher_score(xs) - (-(xs - mq0) / vq0)
-        dist, _ = distance(y.unsqueeze(1))
+        dist, _ = distance(y.unsqueeze(1), y)  # one element per sample: reduce over its one axis
         g = (w * dist).sum()
         term2 = torch.autograd.grad(g, self.params(), retain_graph=True)
         term1 = torch.autograd.grad(g, [m0, s0])

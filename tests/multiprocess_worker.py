@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import save_file
 from tiny import make_objective
 
-from unidistill.engine.trainer import TrainConfig, Trainer
+from unidistill.engine.config import TrainConfig
+from unidistill.engine.trainer import Trainer
 
 CFG = dict(steps=12, batch_size=64, lr={"generator": 1e-2, "fake": 1e-2}, progress=False, device="cpu",
            checkpoint_every=6, log_every=3)

@@ -27,16 +27,15 @@ def tiny_network(channels: int):
 
 def tiny_pde_teacher(root: Path, pde: str = "darcy", **opts) -> Path:
     """A teacher folder (random UNet, normaliser from a tiny solver dataset) for `pde`."""
-    from unidistill.modalities.image.denoiser import DiffusersDenoiser, Parameterisation
-    from unidistill.modalities.image.teach import export_teacher
     from unidistill.modalities.pde.data import load_dataset
-    from unidistill.modalities.pde.teacher import Normaliser, write_info
+    from unidistill.modalities.pde.io import save_teacher
+    from unidistill.modalities.pde.teacher import Normaliser, PDETeacher
+    from unidistill.modalities.shared.denoiser import DiffusersDenoiser, Parameterisation
 
     ds = load_dataset(tiny_pde_data(root / "data", pde, **opts))
     x = torch.from_numpy(ds.train)
     norm = Normaliser(x.mean(dim=(0, 2, 3)).float(), x.std(dim=(0, 2, 3)).float())
     param, process = Parameterisation.from_scheduler(SCHEDULER)
     den = DiffusersDenoiser(tiny_network(x.shape[1]), param, process)
-    folder = export_teacher(den, SCHEDULER, root / "teacher")
-    write_info(folder, ds.pde, SIZE, norm, ds.meta["residual_floor"])
-    return folder
+    like = PDETeacher(den, ds.pde, norm, {"size": SIZE, "residual_floor": ds.meta["residual_floor"]})
+    return save_teacher(den, like, root / "teacher", SCHEDULER)

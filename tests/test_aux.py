@@ -9,10 +9,13 @@ from tiny import GaussianTeacher, LinearGenerator
 from torch import nn
 
 from unidistill.engine.distill import ContinuousDistillation, edm_weight
-from unidistill.engine.divergences import RewardTerm, build_divergence
+from unidistill.engine.divergences import DIVERGENCES, RewardTerm
 from unidistill.engine.noise import Noise
+from unidistill.engine.objective import Progress
 from unidistill.engine.process import VEProcess, lognormal
-from unidistill.modalities.toy.nets import MLPDenoiser, MLPDiscriminator
+from unidistill.modalities.toy_gmm.nets import MLPDenoiser, MLPDiscriminator
+
+START = Progress(0, 1)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,8 +32,8 @@ def fixed_student(process, with_disc=False):
     disc = MLPDiscriminator(1, process, sigma_data=0.8, hidden=64, depth=2) if with_disc else None
     real = (lambda noise, n: (1.0 + 0.5 * noise.randn(n, 1), None)) if with_disc else None
     obj = ContinuousDistillation(
-        process=process, teacher=teacher, generator=gen, latents=lambda noise, n: (noise.randn(n, 1), None),
-        divergence=build_divergence("ikl"), time_sampler=lognormal(-0.5, 1.0), fake=fake,
+        process=process, teacher=teacher, generator=gen, latents=lambda noise, n, progress: (noise.randn(n, 1), None),
+        divergence=DIVERGENCES.get("ikl")(), time_sampler=lognormal(-0.5, 1.0), fake=fake,
         aux_time_sampler=lognormal(-0.5, 1.0), fake_weight=edm_weight(0.8), discriminator=disc, real=real)
     return obj
 
@@ -40,7 +43,7 @@ def train_aux(obj, steps, lr=3e-3, n=256):
     mods = [m for k, m in obj.modules.items() if k != "generator"]
     opt = torch.optim.Adam([p for m in mods for p in m.parameters()], lr=lr)
     for _ in range(steps):
-        losses = obj.aux_losses(noise, n)
+        losses = obj.aux_losses(noise, n, START)
         opt.zero_grad()
         sum(v.mean() for v in losses.values()).backward()
         opt.step()
@@ -87,7 +90,7 @@ def test_reward_term_adds_minus_alpha_grad_reward():
     assert torch.allclose(g, 0.3 * 2 * x0)
     with pytest.raises(ValueError, match="one value per example"):
         RewardTerm(lambda x: x.sum(), alpha=1.0).loss(x0)
-    with pytest.raises(ValueError, match="alpha must be >= 0"):
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
         RewardTerm(lambda x: x.sum(1), alpha=-1.0)
 
 
@@ -96,7 +99,7 @@ def test_objective_reward_moves_generator_toward_reward():
     obj = fixed_student(process)
     obj.reward = RewardTerm(lambda x: x.sum(1), alpha=10.0)  # reward: larger x
     noise = Noise(0)
-    loss, logs = obj.generator_loss(noise, 64)
+    loss, logs = obj.generator_loss(noise, 64, START)
     loss.mean().backward()
     assert obj.modules["generator"].bias.grad.item() < -5  # descending moves the bias up
     assert "reward" in logs
@@ -105,7 +108,8 @@ def test_objective_reward_moves_generator_toward_reward():
 def test_bf16_autocast_trains(tmp_path):
     from tiny import make_objective
 
-    from unidistill.engine.trainer import TrainConfig, Trainer
+    from unidistill.engine.config import TrainConfig
+    from unidistill.engine.trainer import Trainer
 
     t = Trainer(make_objective(), TrainConfig(steps=5, batch_size=32, progress=False, device="cpu",
                                                mixed_precision="bf16", checkpoint_every=5), tmp_path)
@@ -118,6 +122,65 @@ def test_discriminator_without_real_side_is_refused():
     process = VEProcess()
     with pytest.raises(ValueError, match="source of real samples"):
         ContinuousDistillation(process=process, teacher=GaussianTeacher(), generator=nn.Linear(2, 2),
-                               latents=lambda noise, n: (noise.randn(n, 2), None),
-                               divergence=build_divergence("ikl"), time_sampler=lognormal(),
+                               latents=lambda noise, n, progress: (noise.randn(n, 2), None),
+                               divergence=DIVERGENCES.get("ikl")(), time_sampler=lognormal(),
                                fake=nn.Linear(2, 2), discriminator=nn.Linear(2, 1), real=None)
+
+
+class TokenTeacher(nn.Module):
+    """Exact E[x0 | x_t, c] per token for x0 ~ N(c, 0.25) with the token's own time: x_t (B, L, 1), t (B, L)."""
+
+    def __init__(self, process):
+        super().__init__()
+        self.process, self.seen = process, []
+
+    def forward(self, x_t, t, c):
+        self.seen.append((t.shape, c))
+        a, b = self.process.alpha(t)[..., None], self.process.sigma(t)[..., None]
+        mu = c[..., None]
+        return mu + a * 0.25 / (a**2 * 0.25 + b**2) * (x_t - a * mu)
+
+
+class TokenGenerator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(0.7))
+
+    def forward(self, z, c=None):
+        return self.scale * z  # (B, L, 1)
+
+
+def test_per_token_times_progress_and_conditions_from_the_sample():
+    """time_shape (L,) draws one time per token; latents and time samplers see the training progress; the
+    critics see the condition computed from the sample itself (without its graph), not one bound from z."""
+    process, L = VEProcess(0.01, 20.0), 5
+    teacher = TokenTeacher(process)
+    fake = TokenTeacher(process)
+    fake.register_parameter("w", nn.Parameter(torch.zeros(())))
+    seen_progress = []
+
+    def latents(noise, n, progress):
+        seen_progress.append(progress)
+        return noise.randn(n, L, 1), None
+
+    def times(n, proc, device=None, generator=None, progress=0.0):
+        seen_progress.append(progress)
+        return lognormal()(n, proc, generator=generator)
+
+    def condition(x0, c):  # each token is conditioned on the mean of the others (MAR: the sample's own context)
+        assert not x0.requires_grad and c is None
+        return (x0.sum(1, keepdim=True) - x0).squeeze(-1) / (L - 1)
+
+    obj = ContinuousDistillation(process=process, teacher=teacher, generator=TokenGenerator(), latents=latents,
+                                 divergence=DIVERGENCES.get("sid")(), time_sampler=times, fake=fake,
+                                 condition=condition, time_shape=(L,))
+    noise = Noise(0)
+    loss, _ = obj.generator_loss(noise, 8, Progress(3, 4))
+    assert loss.shape == (8,) and torch.isfinite(loss).all()
+    (shape, c), = teacher.seen
+    assert shape == (8, L) and c.shape == (8, L) and not c.requires_grad
+    aux = obj.aux_losses(noise, 8, Progress(3, 4))
+    assert aux["fake"].shape == (8,)
+    assert seen_progress == [Progress(3, 4), 0.75, Progress(3, 4), 0.75]
+    loss.mean().backward()
+    assert obj.modules["generator"].scale.grad is not None

@@ -25,9 +25,9 @@ def fast_overrides(path: Path, tiny_teachers: dict[str, Path] | None = None) -> 
         extra = [f"teacher={tiny_teachers[data['teacher']]}", "eval.n_samples=20", "real_pool=16",
                  "train.mixed_precision=no"]
     if data.get("modality") == "toy_gmm":
-        extra = ["eval.n_samples=200", "generator.hidden=16", "fake.hidden=16"]
-        if data.get("discriminator"):
-            extra.append("discriminator.hidden=16")
+        extra = ["eval.n_samples=200", "generator.hidden=16", "distill.fake.hidden=16"]
+        if data["distill"].get("discriminator"):
+            extra.append("distill.discriminator.hidden=16")
     if data.get("modality") == "toy_markov":
         extra = ["warm_start_steps=2", "hidden=16"]
     if data.get("modality") == "text" and "network" in data:  # a text teacher or judge: tiny network
@@ -83,18 +83,18 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
         assert list((tmp_path / "samples").glob("*.txt")) or yaml.safe_load(config.read_text()).get("kind") == "judge"
         return
     if teach and modality == "pde":  # a PDE teacher folder: diffusers UNet + scheduler + pde.json
-        from unidistill.modalities.pde.teacher import load_teacher
+        from unidistill.modalities.pde.io import load_teacher
 
         assert load_teacher(tmp_path / "teacher").shape == (2, 16, 16)
         assert list((tmp_path / "samples").glob("*.png"))
         return
     if teach:  # a teacher run exports a diffusers folder that loads as a teacher
-        from unidistill.modalities.image.pretrained import load_teacher
+        from unidistill.modalities.shared.teacher import load_teacher
 
         assert load_teacher(tmp_path / "teacher").shape == (1, 8, 8)
         return
     if modality == "text":  # a student exports a transformers folder (and the discriminator for guided sampling)
-        from unidistill.modalities.text.student import load_run
+        from unidistill.modalities.text.io import load_run
 
         student, tok, disc = load_run(tmp_path)
         assert student.length == 16 and disc is not None
@@ -104,12 +104,12 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
         assert np.load(out).shape == (5, 16)
         return
     if modality == "pde":  # a student folder loads without the run
-        from unidistill.modalities.pde.student import load_student
+        from unidistill.modalities.pde.io import load_student
 
         gen, spec = load_student(tmp_path)
         assert spec.shape == (2, 16, 16) and gen.n_steps == len(yaml.safe_load(config.read_text())["student_sigmas"])
     if yaml.safe_load(config.read_text()).get("modality") == "image":  # a student exports a diffusers pipeline
-        from unidistill.modalities.image.pipeline import load_student
+        from unidistill.modalities.image.io import load_student
 
         pipe = load_student(tmp_path / "student")
         if pipe.text_conditioned:
@@ -138,9 +138,15 @@ RING = str(Path(__file__).parents[1] / "examples" / "toy" / "ring8_sid.yaml")
 @pytest.mark.parametrize("override,expected", [
     ("train.stepz=3", "unknown config key train.stepz; allowed: steps"),
     ("train.steps=abc", "train.steps must be an integer, got 'abc'"),
-    ("divergence.name=klx", "divergence.name: unknown divergence 'klx'; choose one of: didi, fdiv, fgm, ikl"),
-    ("divergence.alpah=1", "divergence.alpah is not an option of 'sid'; allowed: alpha, weighting"),
-    ("divergence={name: fdiv, f: fkl}", "needs a density-ratio estimator"),
+    ("distill.divergence.name=klx", "distill.divergence.name: unknown divergence 'klx'; choose one of: fdiv, fgm, ikl"),
+    ("distill.divergence.alpah=1", "distill.divergence.alpah is not an option of 'sid'; allowed: alpha, weighting"),
+    ("distill.divergence.name=didi", "'didi' is a policy-gradient estimator for discrete tokens; this modality's "
+                                     "samples are continuous: choose one of: fdiv, fgm, ikl, sid, sim, uni"),
+    ("distill.fake.width=3", "distill.fake.width is not an option of this modality's fake score; "
+                             "allowed: hidden, depth"),
+    ("distill.real=corpus", "distill.real = 'corpus' is not a source of real samples here; "
+                            "choose one of: data, teacher"),
+    ("divergence={name: sim}", "unknown config key config.divergence (did you mean config.distill.divergence?)"),
     ("process.name=vq", "unknown process 'vq'"),
     ("mixture.ring.weights=[0.5, 0.6]", "config key mixture: weights must have shape (8,)"),
     ("modality=images3d", "unknown modality 'images3d'"),
@@ -166,10 +172,13 @@ TEXT_TEACH = str(Path(__file__).parents[1] / "examples" / "text" / "pydoc_teache
 
 @pytest.mark.parametrize("overrides, expected", [
     (["length=40"], "config key length = 40; the teacher reads at most 16 tokens"),
-    (["divergence={name: ikl}"], "text needs the policy-gradient estimator 'didi'"),
-    (["rollout.steps=1"], "coupled_time: true needs rollout.steps >= 2"),
+    (["distill.divergence={name: ikl}"], "'ikl' is a continuous divergence; this modality's samples are discrete "
+                                         "tokens: choose one of: didi"),
+    (["rollout.steps=1"], "distill.coupled_time: true needs a rollout of at least 2 steps (an intermediate time)"),
     (["rollout.tau_range=[0.5, 0.2]"], "rollout.tau_range must be [lo, hi]"),
-    (["trainable_blocks=7"], "trainable_blocks = 7; the teacher has 2 blocks"),
+    (["distill.discriminator.trainable_blocks=7"], "distill.discriminator: trainable_blocks = 7; the teacher has 2"),
+    (["distill.real=data"], "distill.real = 'data' is not a source of real samples here; "
+                            "choose one of: teacher, corpus"),
     (["teacher=/nonexistent/folder"], "config key teacher: '/nonexistent/folder' is neither 'shipped'"),
     (["eval.judge=JUDGE_WRONG_VOCAB"], "the tokenizer 2048; a judge must be trained with the same tokenizer"),
 ])
@@ -200,10 +209,13 @@ PDE_TEACH = str(Path(__file__).parents[1] / "examples" / "pde" / "darcy_teacher.
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    (["guidance.through=coefficient"], "config key guidance.through: guidance through 'coefficient'"),
-    (["guidance.weight=-1"], "config key guidance.weight: must be >= 0"),
+    (["distill.reward.through=coefficient"], "config key distill.reward: guidance through 'coefficient'"),
+    (["distill.reward.alpha=-1"], "config key distill.reward.alpha must be a finite number >= 0, got -1"),
+    (["distill.reward.name=classifier"], "distill.reward.name: unknown PDE reward 'classifier'; "
+                                         "choose one of: residual"),
     (["student_sigmas=[1.0, 5.0]"], "config key student_sigmas: student_sigmas must decrease"),
-    (["divergence={name: fdiv}"], "needs a discriminator, which the PDE backend does not build"),
+    (["distill.divergence={name: fdiv}"], "'fdiv' needs a discriminator, which this modality does not build; choose "
+                                          "one of: fgm, ikl, sid, sim"),
     (["teacher=/no/such/folder"], "config key teacher: teacher '/no/such/folder' is neither a shipped PDE teacher"),
 ])
 def test_bad_pde_config_fails_in_one_line(overrides, expected, capsys, tmp_path, tiny_teachers):

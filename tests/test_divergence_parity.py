@@ -8,7 +8,7 @@ import pytest
 import torch
 from gaussian_oracle import GaussianCase
 
-from unidistill.engine.divergences import F_FUNCTIONS, build_divergence
+from unidistill.engine.divergences import DIVERGENCES, F_FUNCTIONS
 from unidistill.engine.divergences.score import l2, pseudo_huber
 from unidistill.engine.process import RectifiedFlowProcess, VEProcess, VPCosineProcess, VPLinearProcess
 
@@ -27,14 +27,14 @@ def close(got, want, rtol=1e-6):
 @pytest.mark.parametrize("process,t", CASES, ids=IDS)
 def test_ikl_matches_grad_of_kl(process, t):
     case = GaussianCase(process, t)
-    got = case.estimator_grad(build_divergence("ikl", weighting="unit"))
+    got = case.estimator_grad(DIVERGENCES.get("ikl")(weighting="unit"))
     close(got, torch.autograd.grad(case.kl_qp(), case.params()))
 
 
 @pytest.mark.parametrize("process,t", CASES[:3], ids=IDS[:3])
 def test_ikl_sigma2_weighting(process, t):
     case = GaussianCase(process, t)
-    got = case.estimator_grad(build_divergence("ikl", weighting="sigma2"))
+    got = case.estimator_grad(DIVERGENCES.get("ikl")(weighting="sigma2"))
     w = (case.b / case.a) ** 2
     close(got, [w * g for g in torch.autograd.grad(case.kl_qp(), case.params())])
 
@@ -43,14 +43,14 @@ def test_ikl_sigma2_weighting(process, t):
 @pytest.mark.parametrize("process,t", [CASES[0], CASES[2], CASES[5]], ids=[IDS[0], IDS[2], IDS[5]])
 def test_fdiv_matches_grad_of_f_divergence(f, process, t):
     case = GaussianCase(process, t)
-    got = case.estimator_grad(build_divergence("fdiv", f=f, weighting="unit", log_ratio_clip=50.0), n=64)
+    got = case.estimator_grad(DIVERGENCES.get("fdiv")(f=f, weighting="unit", log_ratio_clip=50.0), n=64)
     close(got, torch.autograd.grad(case.f_div(F_FUNCTIONS.get(f)), case.params()), rtol=1e-5)
 
 
 def test_fdiv_rkl_is_ikl():
     case = GaussianCase(VEProcess(), 1.0)
-    a = case.estimator_grad(build_divergence("fdiv", f="rkl", weighting="unit"))
-    b = case.estimator_grad(build_divergence("ikl", weighting="unit"))
+    a = case.estimator_grad(DIVERGENCES.get("fdiv")(f="rkl", weighting="unit"))
+    b = case.estimator_grad(DIVERGENCES.get("ikl")(weighting="unit"))
     close(a, b, rtol=1e-12)
 
 
@@ -71,14 +71,14 @@ def test_h_is_r2_fpp(f):
 @pytest.mark.parametrize("process,t", CASES, ids=IDS)
 def test_sid_gradient_is_half_term1_plus_one_minus_alpha_term2(alpha, process, t):
     case = GaussianCase(process, t)
-    got = case.estimator_grad(build_divergence("sid", alpha=alpha, weighting="unit"))
+    got = case.estimator_grad(DIVERGENCES.get("sid")(alpha=alpha, weighting="unit"))
     term1, term2 = case.score_terms(l2)
     close(got, [0.5 * t1 + (1 - alpha) * t2 for t1, t2 in zip(term1, term2)])
 
 
 def test_sid_half_alpha_is_half_full_fisher_gradient():
     case = GaussianCase(VEProcess(), 1.5)
-    got = case.estimator_grad(build_divergence("sid", alpha=0.5, weighting="unit"))
+    got = case.estimator_grad(DIVERGENCES.get("sid")(alpha=0.5, weighting="unit"))
     term1, term2 = case.score_terms(l2)
     close(got, [0.5 * (t1 + t2) for t1, t2 in zip(term1, term2)])
 
@@ -87,7 +87,7 @@ def test_sid_half_alpha_is_half_full_fisher_gradient():
 @pytest.mark.parametrize("process,t", [CASES[0], CASES[3]], ids=[IDS[0], IDS[3]])
 def test_sim_pseudo_huber_is_frozen_sampling_gradient(c, process, t):
     case = GaussianCase(process, t)
-    got = case.estimator_grad(build_divergence("sim", c=c, weighting="unit"))
+    got = case.estimator_grad(DIVERGENCES.get("sim")(c=c, weighting="unit"))
     term1, _ = case.score_terms(pseudo_huber(c))
     close(got, [0.5 * t1 for t1 in term1], rtol=1e-5)
 
@@ -96,27 +96,29 @@ def test_fgm_is_half_gradient_of_velocity_fisher():
     """FGM in velocity units: its gradient is 1/2 d/dtheta E||u_p - u_q||^2 under rectified flow."""
     process = RectifiedFlowProcess()
     case = GaussianCase(process, 0.4)
-    got = case.estimator_grad(build_divergence("fgm"))
+    got = case.estimator_grad(DIVERGENCES.get("fgm")())
     term1, term2 = case.score_terms(l2)
     kappa2 = ((case.b * (-case.b - case.a)) / case.a) ** 2  # alpha' = -1, sigma' = 1
     close(got, [0.5 * kappa2 * (t1 + t2) for t1, t2 in zip(term1, term2)])
 
 
 def test_missing_ratio_estimator_is_refused():
-    from unidistill.engine.divergences import Critics
+    from tiny import make_objective
 
-    div = build_divergence("fdiv", f="fkl")
     with pytest.raises(ValueError, match="density-ratio"):
-        div.check(Critics(VEProcess(), teacher=lambda x, t: x, fake=lambda x, t: x))
+        make_objective("fdiv", f="fkl")
 
 
 def test_unknown_option_and_name_are_named():
-    with pytest.raises(ValueError, match="allowed: weighting"):
-        build_divergence("ikl", weigting="sigma2")
+    from unidistill.engine.builders import build_named
+    from unidistill.engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match="allowed: weighting"):
+        build_named(DIVERGENCES, {"name": "ikl", "weigting": "sigma2"}, "divergence")
     with pytest.raises(KeyError, match="choose one of"):
-        build_divergence("klx")
+        DIVERGENCES.get("klx")()
     with pytest.raises(KeyError, match="choose one of"):
-        build_divergence("fdiv", f="tv")
+        DIVERGENCES.get("fdiv")(f="tv")
 
 
 @pytest.mark.parametrize("f", F_FUNCTIONS.names())
@@ -125,7 +127,7 @@ def test_uni_instruct_is_half_gradient_of_expanded_f(f, process, t):
     from gaussian_oracle import expanded_f
 
     case = GaussianCase(process, t)
-    got = case.estimator_grad(build_divergence("uni", f=f, weighting="unit", log_ratio_clip=50.0), n=64)
+    got = case.estimator_grad(DIVERGENCES.get("uni")(f=f, weighting="unit", log_ratio_clip=50.0), n=64)
     want = torch.autograd.grad(expanded_f(case, F_FUNCTIONS.get(f)), case.params())
     close(got, [0.5 * g for g in want], rtol=1e-5)
 
@@ -151,7 +153,7 @@ MIXTURE_CASES = [(VEProcess(), 1.0), CASES[2], CASES[5]]  # VE at sigma 0.5 need
 @pytest.mark.parametrize("process,t", MIXTURE_CASES, ids=["VE-t1.0", IDS[2], IDS[5]])
 def test_score_family_on_a_mixture_teacher(name, opts, target, process, t):
     case = GaussianCase(process, t, mixture=MIXTURE)
-    got = case.estimator_grad(build_divergence(name, **opts), n=256)
+    got = case.estimator_grad(DIVERGENCES.get(name)(**opts), n=256)
     if target is None:  # SIM: half the frozen-sampling gradient of the pseudo-Huber divergence
         term1, _ = case.score_terms(pseudo_huber(opts["c"]))
         close(got, [0.5 * a for a in term1], rtol=1e-5)
@@ -166,10 +168,66 @@ def test_ikl_fdiv_uni_on_a_mixture_teacher(f):
 
     case = GaussianCase(VEProcess(), 0.8, mixture=MIXTURE)
     fn = F_FUNCTIONS.get(f)
-    got = case.estimator_grad(build_divergence("fdiv", f=f, weighting="unit", log_ratio_clip=50.0), n=128)
+    got = case.estimator_grad(DIVERGENCES.get("fdiv")(f=f, weighting="unit", log_ratio_clip=50.0), n=128)
     close(got, torch.autograd.grad(case.f_div(fn), case.params()), rtol=1e-5)
-    got = case.estimator_grad(build_divergence("uni", f=f, weighting="unit", log_ratio_clip=50.0), n=128)
+    got = case.estimator_grad(DIVERGENCES.get("uni")(f=f, weighting="unit", log_ratio_clip=50.0), n=128)
     close(got, [0.5 * g for g in torch.autograd.grad(expanded_f(case, fn), case.params())], rtol=1e-5)
     if f == "rkl":
-        got = case.estimator_grad(build_divergence("ikl", weighting="unit"), n=128)
+        got = case.estimator_grad(DIVERGENCES.get("ikl")(weighting="unit"), n=128)
         close(got, torch.autograd.grad(case.f_div(fn), case.params()), rtol=1e-5)
+
+
+# ---------------------------------------------------------------- per-element times (tokens at their own t)
+TOKEN_TIMES = {"ve": [0.3, 1.0, 3.0], "vp_linear": [0.2, 0.5, 0.8]}
+
+
+def token_cases(process, times, mixture=None):
+    """One GaussianCase per token time, all sharing the generator's parameters (m, s)."""
+    cases = [GaussianCase(process, t, mixture=mixture) for t in times]
+    for c in cases[1:]:
+        c.m, c.s = cases[0].m, cases[0].s
+    return cases
+
+
+def token_critics(cases):
+    """Critics on token batches x_t (N, L, 1), t (N, L): token l is scored by its own exact case."""
+    from unidistill.engine.divergences import Critics
+
+    per = [c.critics() for c in cases]
+
+    def split(fn):
+        return lambda x, t: torch.stack([fn(per[k])(x[:, k], t[:, k]) for k in range(len(per))], 1)
+
+    return Critics(cases[0].process, teacher=split(lambda c: c.teacher), fake=split(lambda c: c.fake),
+                   log_ratio=split(lambda c: c.log_ratio))
+
+
+@pytest.mark.parametrize("name,opts", [
+    ("ikl", {}), ("ikl", {"weighting": "dmd"}), ("fdiv", {"f": "js", "log_ratio_clip": 50.0}), ("sid", {}),
+    ("sid", {"alpha": 1.2, "weighting": "sigma4"}), ("sim", {"c": 0.5}), ("fgm", {}), ("uni", {"f": "fkl"}),
+])
+@pytest.mark.parametrize("process", ["ve", "vp_linear"])
+def test_per_token_times_sum_the_per_time_divergences(name, opts, process):
+    """With t (N, L) and x0 (N, L, 1), every divergence is the sum over tokens of itself at each token's own
+    time: its gradient equals the sum of the single-time gradients (each proven against closed forms above)
+    and, for integral KL, the gradient of the summed exact KL. Each token has its own time-dependent weight,
+    so reducing over the wrong axes, or broadcasting t per example, fails."""
+    from unidistill.engine.process import PROCESSES
+
+    proc, times = PROCESSES.get(process)(), TOKEN_TIMES[process]
+    cases = token_cases(proc, times, mixture=None if name != "sim" else MIXTURE)
+    div = DIVERGENCES.get(name)(**opts)
+    from gaussian_oracle import grid
+
+    z, e, w = grid(24)
+    x0 = (cases[0].m + cases[0].s * z)[:, None, None].expand(-1, len(times), 1)
+    t = torch.tensor(times, dtype=torch.float64).expand(len(z), -1)
+    loss = div.loss(x0, t, e[:, None, None].expand(-1, len(times), 1), token_critics(cases))
+    assert loss.shape == (len(z),)
+    got = torch.autograd.grad((w * loss).sum(), cases[0].params())
+    want = [sum(g) for g in zip(*(c.estimator_grad(div, n=24) for c in cases))]
+    close(got, want, rtol=1e-9)
+    if name == "ikl" and not opts:
+        exact = torch.autograd.grad(sum(c.kl_qp() * c.process.sigma(c.t).item() ** 2 / c.process.alpha(c.t).item()
+                                        ** 2 for c in cases), cases[0].params())
+        close(got, exact, rtol=1e-6)

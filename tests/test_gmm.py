@@ -11,15 +11,9 @@ from unidistill.engine.process import (
     VPCosineProcess,
     VPLinearProcess,
 )
-from unidistill.modalities.toy.gmm import (
-    ExactTeacher,
-    GaussianMixture,
-    ode_nfe,
-    sample_ode,
-    sigma_hat,
-    t_of_sigma_hat,
-)
-from unidistill.modalities.toy.nets import MLPDenoiser, MLPDiscriminator, MLPGenerator
+from unidistill.engine.sampling import ode_nfe, sample_ode, sigma_hat, t_of_sigma_hat
+from unidistill.modalities.toy_gmm.mixture import ExactTeacher, GaussianMixture
+from unidistill.modalities.toy_gmm.nets import MLPDenoiser, MLPDiscriminator, MLPGenerator
 
 PROCESSES = {"ve": VEProcess, "vp_linear": VPLinearProcess, "rectified_flow": RectifiedFlowProcess}
 TIMES = {"ve": [0.05, 0.7, 5.0], "vp_linear": [0.05, 0.3, 0.8], "rectified_flow": [0.05, 0.4, 0.9]}
@@ -54,7 +48,8 @@ def test_mixture_denoiser_is_tweedie_of_autograd_score(name):
     g = torch.Generator().manual_seed(1)
     for t in times(name, 32):
         a, b = process.alpha(t)[:, None], process.sigma(t)[:, None]
-        x_t, _ = process.add_noise(gmm.sample(32, generator=g).double(), t)
+        x0 = gmm.sample(32, generator=g).double()
+        x_t = process.add_noise(x0, t, torch.randn(x0.shape, generator=g, dtype=x0.dtype))
         x_t.requires_grad_(True)
         grad = torch.autograd.grad(gmm.diffused_log_prob(x_t, t, process).sum(), x_t)[0]
         x_t = x_t.detach()
@@ -271,7 +266,7 @@ def test_mlp_nets_shapes_and_finite_across_time(process):
     dim, b = 3, 64
     t = torch.exp(torch.linspace(math.log(process.t_min), math.log(process.t_max), b))
     x0 = torch.randn(b, dim)
-    x_t, _ = process.add_noise(x0, t)
+    x_t = process.add_noise(x0, t, torch.randn_like(x0))
     den = MLPDenoiser(dim, process, hidden=32, depth=2)
     disc = MLPDiscriminator(dim, process, hidden=32)
     d, logit = den(x_t, t), disc(x_t, t)

@@ -13,9 +13,9 @@ from image_fixtures import EDM, FLOW, tiny_digits_teacher, tiny_unet, write_teac
 from unidistill.engine.cli import main
 from unidistill.engine.process import DiscreteVPProcess, RectifiedFlowProcess, VPCosineProcess
 from unidistill.engine.teach import prediction_weight
-from unidistill.modalities.image.denoiser import time_of_sigma
-from unidistill.modalities.image.generator import StudentGenerator
-from unidistill.modalities.image.pretrained import load_teacher
+from unidistill.modalities.shared.denoiser import time_of_sigma
+from unidistill.modalities.shared.student import StudentGenerator
+from unidistill.modalities.shared.teacher import load_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,14 +54,14 @@ def test_prediction_weight_gives_the_native_loss(process, prediction):
     g = torch.Generator().manual_seed(0)
     x0, eps, d = (torch.randn(6, 1, 4, 4, generator=g) for _ in range(3))
     t = process.t_min + (process.t_max - process.t_min) * torch.rand(6, generator=g).clamp(0.05, 0.95)
-    x_t, _ = process.add_noise(x0, t, eps)
+    x_t = process.add_noise(x0, t, eps)
     native = (process.from_denoiser(d, x_t, t, prediction) - process.from_denoiser(x0, x_t, t, prediction))
     lhs = prediction_weight(process, prediction)(t, process) * ((d - x0) ** 2).mean((1, 2, 3))
     torch.testing.assert_close(lhs, (native**2).mean((1, 2, 3)), rtol=1e-4, atol=1e-6)
 
 
 def write_config(path: Path, **cfg) -> str:
-    base = {"modality": "image", "divergence": {"name": "sim"}, "eval": {"n_samples": 20},
+    base = {"modality": "image", "distill": {"divergence": {"name": "sim"}}, "eval": {"n_samples": 20},
             "train": {"steps": 2, "batch_size": 4, "progress": False, "checkpoint_every": 1}}
     path.write_text(yaml.safe_dump({**base, **cfg}))
     return str(path)
@@ -78,8 +78,13 @@ def one_line_error(args, capsys) -> str:
     ({"teacher": "/no/such/folder"}, "neither a shipped teacher"),
     ({"student_sigmas": [0.8, 2.5]}, "student_sigmas must decrease"),
     ({"student_sigmas": [-1.0]}, "positive"),
-    ({"reward": {"name": "nope"}}, "reward.name"),
-    ({"divergence": {"name": "fdiv"}}, "discriminator"),
+    ({"distill": {"reward": {"name": "nope", "alpha": 0.1}}}, "reward.name: unknown image reward 'nope'"),
+    ({"distill": {"reward": {"name": "contrast"}}}, "needs 'name' and 'alpha'"),
+    ({"distill": {"divergence": {"name": "sim"}, "discriminator": {"width": 8}}}, "'sim' uses no discriminator"),
+    ({"distill": {"divergence": {"name": "fdiv"}, "discriminator": {"widht": 8}}},
+     "distill.discriminator.widht is not an option of this modality's discriminator; allowed: width"),
+    ({"distill": {"divergence": {"name": "didi"}}}, "'didi' is a policy-gradient estimator for discrete tokens"),
+    ({"divergence": {"name": "sim"}}, "unknown config key config.divergence (did you mean config.distill.divergence?)"),
 ])
 def test_bad_student_config_fails_in_one_line(overrides, expected, edm_teacher, tmp_path, capsys):
     cfg = write_config(tmp_path / "c.yaml", **{"teacher": str(edm_teacher), **overrides})
@@ -105,12 +110,15 @@ def test_non_finite_teacher_fails_before_training_and_keeps_checkpoints(edm_teac
 
 def test_classifier_reward_and_real_data_need_a_digits_teacher(tmp_path, capsys):
     rgb = write_teacher(tmp_path / "rgb", tiny_unet(num_class_embeds=11, size=8, channels=3), FLOW)
-    cfg = write_config(tmp_path / "c.yaml", teacher=str(rgb), reward={"name": "classifier"},
-                       time_sampler={"name": "uniform"}, aux_time_sampler={"name": "uniform"})
+    cfg = write_config(tmp_path / "c.yaml", teacher=str(rgb), distill={
+        "reward": {"name": "classifier", "alpha": 0.01}, "time_sampler": {"name": "uniform"},
+        "aux_time_sampler": {"name": "uniform"}})
     assert "scores 8x8 digits" in one_line_error(["distill", cfg, "--out", str(tmp_path / "r1")], capsys)
-    cfg = write_config(tmp_path / "d.yaml", teacher=str(rgb), divergence={"name": "fdiv"},
-                       discriminator={"width": 8}, real="data", time_sampler={"name": "uniform"})
-    assert "only available for the digits" in one_line_error(["distill", cfg, "--out", str(tmp_path / "r2")], capsys)
+    cfg = write_config(tmp_path / "d.yaml", teacher=str(rgb), distill={
+        "divergence": {"name": "fdiv"}, "discriminator": {"width": 8}, "real": "data",
+        "time_sampler": {"name": "uniform"}, "aux_time_sampler": {"name": "uniform"}}, real_pool=4)
+    err = one_line_error(["distill", cfg, "--out", str(tmp_path / "r2")], capsys)
+    assert "distill.real = 'data' is not a source of real samples here; choose one of: teacher" in err
 
 
 TEACH = Path(__file__).parents[1] / "examples" / "image" / "digits_teacher.yaml"

@@ -11,9 +11,9 @@ import torch
 import yaml
 from image_fixtures import DDPM, EDM, FLOW, tiny_digits_teacher, tiny_sd_teacher, tiny_unet, write_teacher
 
-from unidistill.modalities.image.denoiser import time_of_sigma
-from unidistill.modalities.image.generator import StudentGenerator
-from unidistill.modalities.image.pretrained import load_teacher
+from unidistill.modalities.shared.denoiser import time_of_sigma
+from unidistill.modalities.shared.student import StudentGenerator
+from unidistill.modalities.shared.teacher import load_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,7 +88,7 @@ def test_ddpm_family_matches_scheduler_step(tmp_path, pred, schedule):
         ts = torch.full((2,), step)
         x0, eps = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
         # the engine's x_t is the diffusers sample at that timestep
-        assert_rel(den.process.add_noise(x0, ts.float(), eps)[0], sched.add_noise(x0, eps, ts))
+        assert_rel(den.process.add_noise(x0, ts.float(), eps), sched.add_noise(x0, eps, ts))
         x_t = sched.add_noise(x0, eps, ts)
         with torch.no_grad():
             call = lambda t, x_t=x_t: net(x_t, t, class_labels=c).sample
@@ -198,7 +198,8 @@ def test_sd_shaped_distillation_runs(sd_folder, tmp_path):
     from unidistill.engine.cli import main
 
     cfg = {"modality": "image", "teacher": str(sd_folder), "prompts": ["a", "b c"], "guidance_scale": 3.0,
-           "divergence": {"name": "sim"}, "time_sampler": {"name": "uniform"}, "aux_time_sampler": {"name": "uniform"},
+           "distill": {"divergence": {"name": "sim"}, "time_sampler": {"name": "uniform"},
+                       "aux_time_sampler": {"name": "uniform"}},
            "train": {"steps": 2, "batch_size": 4, "progress": False}}
     path = tmp_path / "sd.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -250,7 +251,7 @@ def expected(gen, teacher, n, c, seed=0):
 def test_class_student_round_trip(edm_teacher, tmp_path):
     from PIL.Image import Image
 
-    from unidistill.modalities.image.pipeline import load_student, save_student
+    from unidistill.modalities.image.io import load_student, save_student
 
     folder = tmp_path / "student"
     labels = [0, 3, 9, 9]
@@ -276,7 +277,7 @@ def test_class_student_round_trip(edm_teacher, tmp_path):
 
 
 def test_text_student_round_trip(sd_folder, tmp_path):
-    from unidistill.modalities.image.pipeline import load_student, save_student
+    from unidistill.modalities.image.io import load_student, save_student
 
     teacher = load_teacher(sd_folder, prompts=["a", "b"], guidance_scale=3)
     gen = make_student(teacher, [2.5, 0.5])
@@ -292,7 +293,7 @@ def test_text_student_round_trip(sd_folder, tmp_path):
 def test_dit_student_keeps_transformer_folder(dit_teacher, tmp_path):
     from diffusers import DiTTransformer2DModel
 
-    from unidistill.modalities.image.pipeline import load_student, save_student
+    from unidistill.modalities.image.io import load_student, save_student
 
     gen = make_student(dit_teacher, [2.5])
     folder = save_student(gen, dit_teacher, tmp_path / "student")
@@ -331,7 +332,8 @@ def test_bad_teacher_folders(tmp_path):
 def test_bad_pipeline_input(edm_teacher, sd_folder, tmp_path):
     from diffusers import LCMScheduler
 
-    from unidistill.modalities.image.pipeline import OneStepPipeline, load_student, save_student
+    from unidistill.modalities.image.io import load_student, save_student
+    from unidistill.modalities.image.pipeline import OneStepPipeline
 
     pipe = load_student(save_student(make_student(edm_teacher, [2.5]), edm_teacher, tmp_path / "student"))
     for labels in ([0, 10], [-1], 10):

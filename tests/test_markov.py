@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from unidistill.engine.process import MaskingProcess
-from unidistill.modalities.toy.discrete_student import (
+from unidistill.modalities.toy_markov.chain import MarkovChainTeacher, all_sequences, sequence_index
+from unidistill.modalities.toy_markov.student import (
     MaskedDenoiser,
     corrupted_distribution,
     exact_distribution,
@@ -14,7 +15,6 @@ from unidistill.modalities.toy.discrete_student import (
     rollout,
     teacher_predictor,
 )
-from unidistill.modalities.toy.markov import MarkovChainTeacher, all_sequences, sequence_index
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -191,15 +191,17 @@ def test_zero_probability_evidence_is_handled() -> None:
 def test_didi_with_coupled_time_weight_and_state_matching_reduces_exact_kl(tmp_path) -> None:
     """DiDi-Instruct's full objective (coupled corruption time, omega(t) = 1/t, intermediate-state matching,
     entropy bonus) with the exact log-ratio lowers the exact KL of a 2-step student to the chain."""
-    from unidistill.engine.config import build
-    from unidistill.engine.trainer import TrainConfig, Trainer
-    from unidistill.modalities.toy.markov_backend import MarkovBackend, MarkovConfig
+    from unidistill.engine.config import TrainConfig, build
+    from unidistill.engine.trainer import Trainer
+    from unidistill.modalities.toy_markov.backend import MarkovBackend
+    from unidistill.modalities.toy_markov.config import MarkovConfig
 
     chain = {"init": [0.5, 0.3, 0.2], "transition": [[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]], "length": 4}
     cfg = build(MarkovConfig, {"chain": chain, "steps": 2, "hidden": 64, "ratio": "oracle", "warm_start_steps": 300,
-                               "coupled_time": True, "time_weight": "inverse_t", "ism_weight": 0.01,
-                               "entropy_weight": 0.0005, "eval_teacher_steps": [2],
-                               "divergence": {"name": "didi", "f": "rkl", "group_size": 8}}, "config")
+                               "eval_teacher_steps": [2], "distill": {
+                                   "coupled_time": True, "time_weight": "inverse_t", "ism_weight": 0.01,
+                                   "entropy_weight": 0.0005, "divergence": {"name": "didi", "f": "rkl",
+                                                                            "group_size": 8}}}, "config")
     torch.manual_seed(0)
     obj = MarkovBackend().build(cfg, tmp_path)
     before = obj.evaluate(obj.modules["generator"])["kl_student_2step"]

@@ -9,11 +9,14 @@ import torch
 from test_markov import chi_square, random_chain
 
 from unidistill.engine.masked_sampling import Guidance, guided_sample, rollout, sample, time_grid, unmask_prob
+from unidistill.engine.objective import Progress
 from unidistill.engine.process import MaskingProcess
 from unidistill.engine.teach_masked import antithetic_times, masked_nelbo, nelbo_bound
 from unidistill.modalities.text.mdlm import MDLMConfig, MDLMModel, subs
-from unidistill.modalities.toy.discrete_student import MaskedDenoiser, exact_distribution, teacher_predictor
-from unidistill.modalities.toy.markov import sequence_index
+from unidistill.modalities.toy_markov.chain import sequence_index
+from unidistill.modalities.toy_markov.student import MaskedDenoiser, exact_distribution, teacher_predictor
+
+START = Progress(0, 1)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -164,6 +167,22 @@ def test_guidance_moves_samples_towards_the_reward(mode: str) -> None:
     assert st.extra["disc_forward"] > 0
 
 
+@pytest.mark.parametrize("steps,tilted", [(3, 1), (4, 2), (7, 3), (11, 5), (15, 7), (16, 8)])
+def test_guided_sampler_tilts_the_truncated_share_of_steps(steps: int, tilted: int) -> None:
+    """DiDi-Instruct's released sampler tilts int(steps * (1 - rerank ratio)) steps and re-ranks the rest;
+    round() would tilt one step more at 3, 7, 11 and 15 steps (banker's rounding of 1.5, 3.5, ...)."""
+    chain = random_chain(3, 3, seed=0)
+    process = MaskingProcess(mask_id=3)
+
+    def disc(z, t, probs=None):
+        return (probs[..., 0] if probs is not None else (z == 0).double())
+
+    g = Guidance(scale=(1.0, 1.0), tilt_fraction=0.5, candidates=2)
+    _, st = guided_sample(teacher_predictor(chain), disc, 8, steps, process, 3, g, torch.Generator().manual_seed(0))
+    assert st.extra["disc_backward"] == tilted
+    assert st.extra["disc_forward"] == tilted + 2 * (steps - tilted)
+
+
 def test_time_grid_rejects_bad_steps() -> None:
     with pytest.raises(ValueError, match="steps = 0"):
         time_grid(0, MaskingProcess(3))
@@ -173,28 +192,29 @@ def test_reused_rollouts_feed_the_discriminator_without_a_new_sampling_pass() ->
     from unidistill.engine.distill_discrete import DiscreteDistillation
     from unidistill.engine.divergences import PolicyGradient
     from unidistill.engine.noise import Noise
-    from unidistill.modalities.toy.discrete_student import MaskedDiscriminator
+    from unidistill.modalities.toy_markov.student import MaskedDiscriminator
 
     chain = random_chain(3, 3, seed=1)
     process = MaskingProcess(mask_id=3)
     student = MaskedDenoiser(3, 3, hidden=8)
     calls = []
 
-    def counted(s, n):
+    def counted(s, n, group):
         calls.append(n)
         return rollout(s, n, 2, process, 3, vocab=3)
 
     for reuse, expected in ((True, 3), (False, 4)):  # gen, aux, gen, aux: the second aux reuses the first gen
         calls.clear()
         obj = DiscreteDistillation(process=process, student=student, rollout=counted, estimator=PolicyGradient(),
-                                   time_sampler=lambda n, p, generator=None: torch.rand(n, generator=generator),
+                                   time_sampler=lambda n, p, generator=None, progress=0.0: torch.rand(n,
+                                                                                                  generator=generator),
                                    real=lambda noise, n: chain.sample(n), discriminator=MaskedDiscriminator(3, 3, 8),
                                    reuse_rollouts=reuse)
         noise = Noise(0)
-        obj.aux_losses(noise, 4)
-        obj.generator_loss(noise, 4)
-        obj.aux_losses(noise, 4)
-        obj.generator_loss(noise, 4)
+        obj.aux_losses(noise, 4, START)
+        obj.generator_loss(noise, 4, START)
+        obj.aux_losses(noise, 4, START)
+        obj.generator_loss(noise, 4, START)
         assert len(calls) == expected
 
 

@@ -16,8 +16,8 @@ from unidistill.modalities.pde.inverse import (
     solve_with_teacher,
     unknown_mask,
 )
-from unidistill.modalities.pde.student import load_student, make_student, sample_student, save_student
-from unidistill.modalities.pde.teacher import load_teacher
+from unidistill.modalities.pde.io import load_student, load_teacher, sample_student, save_student
+from unidistill.modalities.shared.student import make_student
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,19 +64,18 @@ def test_guidance_gradient_is_finite_and_points_downhill(teachers, pde):
 
 def test_student_starts_as_the_teacher_and_round_trips(teachers, folders, tmp_path):
     t = teachers["darcy"]
-    gen = make_student(t, [5.0, 1.0])
+    gen = make_student(t.denoiser, [5.0, 1.0])
     z = torch.randn(3, 2, *t.shape)
     with torch.no_grad():
         x_t = 5.0 * z[:, 0]
         d = t.denoiser(x_t, torch.full((3,), 5.0))
         torch.testing.assert_close(gen.denoiser(x_t, torch.full((3,), 5.0)), d)
-    sched = json.loads((folders["darcy"] / "scheduler/scheduler_config.json").read_text())
-    save_student(gen, t, sched, [5.0, 1.0], tmp_path / "student")
+    save_student(gen, t, [5.0, 1.0], tmp_path / "student")
     gen2, spec = load_student(tmp_path)
-    torch.testing.assert_close(sample_student(gen2, spec.shape, 3, seed=1), sample_student(gen, t.shape, 3, seed=1))
+    torch.testing.assert_close(sample_student(gen2, spec, 3, seed=1), sample_student(gen, t, 3, seed=1))
     assert spec.pde.name == "darcy" and gen2.n_steps == 2
     with pytest.raises(ValueError, match="must decrease"):
-        make_student(t, [1.0, 5.0])
+        make_student(t.denoiser, [1.0, 5.0])
 
 
 def test_problems_hide_the_unknowns_and_score_the_right_part(teachers):
@@ -100,7 +99,7 @@ def test_student_and_teacher_solvers_fit_the_observations(teachers):
     t = teachers["darcy"]
     x = solver_fields(t, n=2)
     obs = make_problem(t, x, "forward", 0.1)
-    gen = make_student(t, [5.0])
+    gen = make_student(t.denoiser, [5.0])
     y = t.norm.to_model(obs.values.float())
     m = obs.mask
 
@@ -122,7 +121,7 @@ def test_bad_observations_fail_in_one_line(teachers):
     bad = obs.values.clone()
     bad[obs.mask] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        solve_with_student(make_student(t, [5.0]), t, Observations(obs.mask, bad))
+        solve_with_student(make_student(t.denoiser, [5.0]), t, Observations(obs.mask, bad))
     with pytest.raises(ValueError, match=r"expected \(B, 2, 16, 16\) fields for this darcy teacher"):
         make_problem(t, torch.zeros(2, 2, 32, 32, dtype=torch.float64), "forward", 0.1)
     with pytest.raises(ValueError, match=r"observation point \[1, 16, 3\] \(instance 0\) is outside the 2x16x16 grid"):

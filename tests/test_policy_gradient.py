@@ -14,13 +14,13 @@ from torch import Tensor
 
 from unidistill.engine.divergences.policy import PolicyGradient, group_normalise
 from unidistill.engine.process import MaskingProcess
-from unidistill.modalities.toy.discrete_student import (
+from unidistill.modalities.toy_markov.chain import MarkovChainTeacher, all_sequences, sequence_index
+from unidistill.modalities.toy_markov.student import (
     MaskedDenoiser,
     corrupted_distribution,
     exact_distribution,
     rollout,
 )
-from unidistill.modalities.toy.markov import MarkovChainTeacher, all_sequences, sequence_index
 
 V, L = 3, 3
 PROCESS = MaskingProcess(mask_id=V)

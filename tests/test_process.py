@@ -11,13 +11,12 @@ from unidistill.engine.process import (
     PROCESSES,
     TIME_SAMPLERS,
     MaskingProcess,
-    build_process,
-    build_time_sampler,
+    VEProcess,
     gumbel_argmax,
     karras_sigmas,
 )
 
-GAUSSIAN = [build_process(n) for n in PROCESSES.names()]
+GAUSSIAN = [PROCESSES.get(n)() for n in PROCESSES.names()]
 
 
 @pytest.mark.parametrize("p", GAUSSIAN, ids=PROCESSES.names())
@@ -27,7 +26,7 @@ def test_conversions_round_trip_and_agree_with_definitions(p, kind):
     x0 = torch.randn(64, 3, generator=g, dtype=torch.float64)
     eps = torch.randn(64, 3, generator=g, dtype=torch.float64)
     t = p.t_min + (p.t_max - p.t_min) * torch.rand(64, generator=g, dtype=torch.float64) * 0.98 + 1e-3
-    x_t, _ = p.add_noise(x0, t, eps)
+    x_t = p.add_noise(x0, t, eps)
     pred = p.from_denoiser(x0, x_t, t, kind)  # the prediction a perfect network makes
     assert torch.allclose(p.to_denoiser(pred, x_t, t, kind), x0, atol=1e-8)
     a, b = p.alpha(t)[:, None], p.sigma(t)[:, None]
@@ -56,7 +55,7 @@ def test_schedules():
 
 def test_bad_process_arguments():
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
-        build_process("ve", sigma_min=5.0, sigma_max=1.0)
+        PROCESSES.get("ve")(sigma_min=5.0, sigma_max=1.0)
     with pytest.raises(ValueError, match="unknown prediction kind 'logits'"):
         GAUSSIAN[0].to_denoiser(torch.zeros(2, 1), torch.zeros(2, 1), torch.ones(2), "logits")
 
@@ -72,8 +71,8 @@ def test_karras_grid_endpoints_and_order():
     ("karras", {"n_grid": 16}, None), ("beta", {"a": 2.0, "b": 5.0}, 2.0 / 7.0),
 ])
 def test_time_samplers_stay_in_range(name, kw, mean):
-    p = build_process("vp_linear") if name == "beta" else build_process("ve")
-    t = build_time_sampler(name, **kw)(20000, p, generator=torch.Generator().manual_seed(1))
+    p = PROCESSES.get("vp_linear")() if name == "beta" else PROCESSES.get("ve")()
+    t = TIME_SAMPLERS.get(name)(**kw)(20000, p, generator=torch.Generator().manual_seed(1))
     assert t.shape == (20000,) and (t >= p.t_min - 1e-9).all() and (t <= p.t_max + 1e-9).all()
     if mean is not None:  # Beta(2, 5) on [t_min, 1]
         assert t.mean().item() == pytest.approx(p.t_min + (1 - p.t_min) * mean, abs=0.01)
@@ -110,3 +109,48 @@ def test_gumbel_argmax_matches_probabilities():
     freq = torch.bincount(draws, minlength=3).double() / 60000
     assert torch.allclose(freq, torch.tensor([0.1, 0.6, 0.3], dtype=torch.float64), atol=0.01)
     assert math.isclose(freq.sum().item(), 1.0)
+
+
+def _ramp(u: float, lo: float = 0.002, hi: float = 80.0, rho: float = 7.0) -> float:
+    """The Karras ramp at u in [0, 1] (u = 0: sigma_min), written independently of the sampler."""
+    return (lo ** (1 / rho) + u * (hi ** (1 / rho) - lo ** (1 / rho))) ** rho
+
+
+def test_karras_bound_is_sids_noise_distribution():
+    """SiD's generator loss draws u ~ U(0, 0.8) on the ramp: sigma at most 24.4, median 0.97 (closed form)."""
+    p = VEProcess(0.002, 80.0)
+    t = TIME_SAMPLERS.get("karras")(n_grid=None, u_max=0.8)(200_000, p, generator=torch.Generator().manual_seed(0))
+    assert t.max().item() <= _ramp(0.8) + 1e-9 and t.max().item() > 0.99 * _ramp(0.8)
+    assert _ramp(0.8) == pytest.approx(24.41, abs=0.01) and _ramp(0.4) == pytest.approx(0.965, abs=0.001)
+    for q in (0.1, 0.5, 0.9):  # the sample quantiles are the ramp at q * u_max
+        assert torch.quantile(t[:50_000].double(), q).item() == pytest.approx(_ramp(0.8 * q), rel=0.02)
+    unbounded = TIME_SAMPLERS.get("karras")(n_grid=None)(50_000, p, generator=torch.Generator().manual_seed(0))
+    assert torch.quantile(unbounded.double(), 0.5).item() == pytest.approx(_ramp(0.5), rel=0.02)
+
+
+def test_karras_grid_bound_keeps_the_low_part_of_the_grid():
+    p = VEProcess(0.002, 80.0)
+    grid = karras_sigmas(64, 0.002, 80.0).float()
+    t = TIME_SAMPLERS.get("karras")(n_grid=64, u_max=0.8)(20_000, p, generator=torch.Generator().manual_seed(0))
+    allowed = grid[1 - torch.arange(64, dtype=torch.float64) / 63 <= 0.8 + 1e-12]
+    assert set(t.unique().tolist()) == set(allowed.tolist())
+    full = TIME_SAMPLERS.get("karras")(n_grid=64)(20_000, p, generator=torch.Generator().manual_seed(0))
+    assert full.max().item() == pytest.approx(80.0)
+    for bad in ({"u_max": 0.0}, {"u_max": 1.5}, {"n_grid": 1}, {"rho": -1.0}):
+        with pytest.raises(ValueError):
+            TIME_SAMPLERS.get("karras")(**bad)
+
+
+def test_uniform_anneals_its_upper_end_with_training_progress():
+    """ProlificDreamer-style: t_max moves from 0.98 to 0.5 as training goes from anneal[0] to anneal[1]."""
+    p = PROCESSES.get("vp_linear")()
+    sample = TIME_SAMPLERS.get("uniform")(t_min=0.02, t_max=0.98, t_max_end=0.5, anneal=[0.2, 0.6])
+    g = torch.Generator().manual_seed(0)
+    for progress, hi in ((0.0, 0.98), (0.2, 0.98), (0.4, 0.74), (0.6, 0.5), (1.0, 0.5)):
+        t = sample(20_000, p, generator=g, progress=progress)
+        assert t.min().item() >= 0.02 and t.max().item() <= hi + 1e-6 and t.max().item() > hi - 0.01, progress
+    jump = TIME_SAMPLERS.get("uniform")(t_min=0.02, t_max=0.98, t_max_end=0.5, anneal=[0.2, 0.2])
+    assert jump(1000, p, generator=g, progress=0.19).max() > 0.9
+    assert jump(1000, p, generator=g, progress=0.2).max() <= 0.5
+    with pytest.raises(ValueError, match="anneal"):
+        TIME_SAMPLERS.get("uniform")(anneal=[0.8, 0.2])

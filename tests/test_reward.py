@@ -19,5 +19,5 @@ def test_reward_gradient_is_minus_alpha_times_reward_gradient():
 def test_reward_must_be_per_example_and_alpha_non_negative():
     with pytest.raises(ValueError, match="one value per example"):
         RewardTerm(lambda x: x.sum(), alpha=1.0).loss(torch.zeros(3, 2))
-    with pytest.raises(ValueError, match="alpha must be >= 0"):
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
         RewardTerm(lambda x: x, alpha=-1.0)

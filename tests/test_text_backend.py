@@ -6,11 +6,12 @@ import pytest
 import torch
 from text_fixtures import tiny_judge, tiny_mdlm
 
-from unidistill.engine.config import build
+from unidistill.engine.config import TrainConfig, build
 from unidistill.engine.masked_sampling import Guidance
-from unidistill.engine.trainer import TrainConfig, Trainer
+from unidistill.engine.trainer import Trainer
 from unidistill.modalities.text.config import TextConfig
 from unidistill.modalities.text.distill import build_distill
+from unidistill.modalities.text.masked_lm import load_masked_lm
 from unidistill.modalities.text.sampler import sample_ids
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,7 +28,7 @@ def test_didi_trains_the_head_and_top_block_only(folders, tmp_path) -> None:
     cfg = build(TextConfig, {"teacher": str(teacher_dir), "teacher_pool": 16, "teacher_pool_steps": 4,
                              "eval": {"judge": str(judge_dir), "n_samples": 4, "steps": [4]}}, "config")
     obj = build_distill(cfg, tmp_path)
-    student, disc, teacher = obj.modules["generator"], obj.modules["discriminator"], obj.teacher
+    student, disc, teacher = obj.modules["generator"], obj.modules["discriminator"], load_masked_lm(teacher_dir)[0]
     z = torch.full((2, 16), teacher.mask_id)
     assert torch.equal(student(z, torch.ones(2)), teacher(z, torch.ones(2)))  # initialised from the teacher
     before = {k: v.clone() for k, v in disc.state_dict().items()}
@@ -48,8 +49,9 @@ def test_guided_sampler_reports_discriminator_passes_apart_from_nfe(folders, tmp
     cfg = build(TextConfig, {"teacher": str(teacher_dir), "eval": {"judge": "none"}}, "config")
     obj = build_distill(cfg, tmp_path)
     g = Guidance(scale=(1.0, 2.0), tilt_fraction=0.5, candidates=3)
-    x, stats = sample_ids(obj.teacher, 6, 8, guidance=g, discriminator=obj.modules["discriminator"])
-    assert x.shape == (6, 16) and (x != obj.teacher.mask_id).all()
+    teacher = load_masked_lm(teacher_dir)[0]
+    x, stats = sample_ids(teacher, 6, 8, guidance=g, discriminator=obj.modules["discriminator"])
+    assert x.shape == (6, 16) and (x != teacher.mask_id).all()
     assert stats.nfe == 8 and stats.extra == {"disc_forward": 4 + 4 * 3, "disc_backward": 4}
     with pytest.raises(ValueError, match="needs the run's discriminator"):
-        sample_ids(obj.teacher, 2, 4, guidance=g)
+        sample_ids(teacher, 2, 4, guidance=g)

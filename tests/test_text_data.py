@@ -10,8 +10,8 @@ import torch
 
 from unidistill.engine.config import ConfigError
 from unidistill.modalities.text.corpus import load_documents, pack, split_document, split_text
+from unidistill.modalities.text.io import SHIPPED
 from unidistill.modalities.text.judge import build_judge, generative_perplexity, token_nll, unigram_entropy
-from unidistill.modalities.text.pretrained import SHIPPED
 from unidistill.modalities.text.tokenizer import encode_checked, load_tokenizer, train_tokenizer
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.\n" * 3, "def f(x):\n    return x + 1\n" * 4]

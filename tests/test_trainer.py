@@ -8,8 +8,8 @@ import torch
 from tiny import make_objective
 
 from unidistill.engine import checkpoint as ckpt
-from unidistill.engine.config import ConfigError, build
-from unidistill.engine.trainer import TrainConfig, Trainer
+from unidistill.engine.config import ConfigError, TrainConfig, build
+from unidistill.engine.trainer import Trainer
 
 
 def cfg(**kw):
@@ -76,8 +76,8 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     real_loss = obj.generator_loss
     calls = {"n": 0}
 
-    def flaky(noise, n):
-        loss, logs = real_loss(noise, n)
+    def flaky(noise, n, progress):
+        loss, logs = real_loss(noise, n, progress)
         calls["n"] += 1
         return (loss * float("nan"), logs) if calls["n"] % 4 == 0 else (loss, logs)
 
@@ -92,7 +92,7 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path):
 def test_persistent_nan_aborts(tmp_path):
     obj = make_objective()
     real_loss = obj.generator_loss
-    obj.generator_loss = lambda noise, n: (real_loss(noise, n)[0] * float("nan"), {})
+    obj.generator_loss = lambda noise, n, progress: (real_loss(noise, n, progress)[0] * float("nan"), {})
     with pytest.raises(FloatingPointError, match="consecutive non-finite generator updates"):
         Trainer(obj, cfg(steps=50, max_skipped=3), tmp_path).fit()
 
@@ -127,3 +127,72 @@ def test_checkpoint_from_another_network_is_refused(tmp_path):
     other.modules["fake"].net[0] = torch.nn.Linear(3, 64)  # a wider fake network
     with pytest.raises(ckpt.CheckpointError, match="does not fit this run's 'fake' network"):
         Trainer(other, cfg(steps=4), tmp_path).fit()
+
+
+GROUPS = {"generator": 3e-2, "generator.bias": 1e-3, "fake": 1e-2, "fake.net.2": 2e-2}
+
+
+def test_parameter_groups_have_their_own_rates_and_resume_exactly(tmp_path):
+    """train.lr keys module.prefix make named groups; their state is checkpointed by parameter name."""
+    t = Trainer(make_objective(), cfg(lr=GROUPS, schedule="cosine"), tmp_path / "probe")
+    groups = {g["group"]: g["lr"] for g in t.opt["generator"].opt.param_groups}
+    assert groups == {"": 3e-2, "bias": 1e-3}
+    assert {g["group"] for g in t.opt["fake"].opt.param_groups} == {"", "net.2"}
+    t.train_step()
+    assert [g["lr"] for g in t.opt["generator"].opt.param_groups] == [3e-2, 1e-3]  # cosine factor 1 at step 0
+    full = Trainer(make_objective(), cfg(lr=GROUPS), tmp_path / "full")
+    full.fit()
+    part = Trainer(make_objective(), cfg(lr=GROUPS), tmp_path / "part")
+    part.fit(stop_at=20)
+    tensors, meta = ckpt.load_latest(tmp_path / "part" / "checkpoints")
+    assert "optim.generator.bias.exp_avg" in tensors and "optim.fake.net.2.weight.exp_avg_sq" in tensors
+    assert set(meta["optim"]["generator"]["groups"]) == {"", "bias"}
+    resumed = Trainer(make_objective(seed=7), cfg(lr=GROUPS), tmp_path / "part")
+    resumed.fit()
+    a, b = params(full), params(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    with pytest.raises(ckpt.CheckpointError, match="optimizer groups for 'generator' are"):
+        Trainer(make_objective(), cfg(lr={"generator": 3e-2, "fake": 1e-2}, steps=60), tmp_path / "part").fit()
+
+
+def test_groups_change_only_their_own_parameters_rate(tmp_path):
+    """A bias group at a tiny rate barely moves the bias while the weight moves as before."""
+    obj = make_objective()
+    w0, b0 = (p.detach().clone() for p in (obj.modules["generator"].weight, obj.modules["generator"].bias))
+    Trainer(obj, cfg(steps=5, lr={"generator": 3e-2, "generator.bias": 1e-9, "fake": 1e-2}), tmp_path).fit()
+    assert (obj.modules["generator"].bias - b0).abs().max() < 1e-6
+    assert (obj.modules["generator"].weight - w0).abs().max() > 1e-2
+
+
+def test_a_group_prefix_that_matches_nothing_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="train.lr key generator.encoding matches no trainable parameter of "
+                                         "'generator'; its top-level parts are: bias, weight"):
+        Trainer(make_objective(), cfg(lr={"generator": 1e-3, "generator.encoding": 1e-2}), tmp_path)
+
+
+def test_checkpoints_written_before_named_groups_still_resume(tmp_path):
+    """Checkpoints keyed by optimizer index (before named groups) load into a run without group keys."""
+    t = Trainer(make_objective(), cfg(steps=2, checkpoint_every=1), tmp_path)
+    t.fit()
+    tensors, meta = ckpt.load_latest(tmp_path / "checkpoints")
+    legacy_t, legacy_meta = dict(tensors), json.loads(json.dumps(meta))
+    for name, opt in t.opt.items():  # rewrite the optimizer state the old way: optim.<module>.<index>.<key>
+        sd = opt.opt.state_dict()
+        for k in [k for k in legacy_t if k.startswith(f"optim.{name}.")]:
+            del legacy_t[k]
+        scalars = {}
+        for idx, st in sd["state"].items():
+            for key, val in st.items():
+                if torch.is_tensor(val):
+                    legacy_t[f"optim.{name}.{idx}.{key}"] = val
+                else:
+                    scalars[f"{idx}.{key}"] = val
+        groups = [{k: v for k, v in g.items() if k != "group"} for g in sd["param_groups"]]
+        legacy_meta["optim"][name] = {"param_groups": groups, "scalars": scalars}
+    ckpt.save(tmp_path / "legacy", 2, legacy_t, {k: v for k, v in legacy_meta.items() if k != "step"})
+    again = Trainer(make_objective(seed=5), cfg(steps=2), tmp_path / "x", resume=tmp_path / "legacy" / "step_00000002")
+    again._resume()
+    for name in t.opt:
+        for p, q in zip(t.opt[name].params, again.opt[name].params):
+            torch.testing.assert_close(t.opt[name].opt.state[p]["exp_avg"], again.opt[name].opt.state[q]["exp_avg"])

@@ -7,9 +7,9 @@ import torch
 
 
 def tiny_mdlm(folder: Path, length: int = 16, time_conditioning: bool = False) -> Path:
+    from unidistill.modalities.text.io import SHIPPED
     from unidistill.modalities.text.masked_lm import save_masked_lm
     from unidistill.modalities.text.mdlm import MDLMConfig, MDLMModel
-    from unidistill.modalities.text.pretrained import SHIPPED
     from unidistill.modalities.text.tokenizer import load_tokenizer
 
     tok = load_tokenizer(SHIPPED["tokenizer"])
@@ -23,9 +23,9 @@ def tiny_mdlm(folder: Path, length: int = 16, time_conditioning: bool = False) -
 
 
 def tiny_judge(folder: Path, length: int = 16) -> Path:
+    from unidistill.modalities.text.io import SHIPPED
     from unidistill.modalities.text.judge import build_judge
     from unidistill.modalities.text.masked_lm import save_masked_lm
-    from unidistill.modalities.text.pretrained import SHIPPED
     from unidistill.modalities.text.tokenizer import load_tokenizer
 
     tok = load_tokenizer(SHIPPED["tokenizer"])

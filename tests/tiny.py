@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from unidistill.engine.distill import ContinuousDistillation
-from unidistill.engine.divergences import build_divergence
+from unidistill.engine.divergences import DIVERGENCES
+from unidistill.engine.objective import Outputs
 from unidistill.engine.process import VEProcess, bcast, lognormal
 
 
@@ -49,8 +50,9 @@ def make_objective(divergence="ikl", seed=0, **div_kwargs):
     fake = TinyFake()
     return ContinuousDistillation(
         process=teacher.process, teacher=teacher, generator=generator,
-        latents=lambda noise, n: (noise.randn(n, 2), None),
-        divergence=build_divergence(divergence, **div_kwargs), time_sampler=lognormal(),
+        latents=lambda noise, n, progress: (noise.randn(n, 2), None),
+        divergence=DIVERGENCES.get(divergence)(**div_kwargs), time_sampler=lognormal(),
         fake=fake,
-        evaluate=lambda g: {"mean_err": float((g(torch.randn(512, 2), None).mean(0) - teacher.mu).norm())},
+        outputs=Outputs(evaluate=lambda g: {"mean_err": float((g(torch.randn(512, 2), None).mean(0) - teacher.mu)
+                                                              .norm())}),
     )

@@ -1,4 +1,9 @@
-"""The divergence seam: a short class per family, a registry of them, and the critics they query."""
+"""The divergence seam: a short class per family, a registry of them, and the critics they query.
+
+Times are one per example, t (B,), or one per element, t (B, L) with x (B, L, ...) (tokens diffused
+at their own times). Per-example losses reduce first over each element's own axes (`per_element`),
+are weighted per element, then summed over the elements (`per_example`); for t (B,) both are the one
+reduction over every non-batch axis."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -32,13 +37,20 @@ class Critics:
     log_ratio: Callable[[Tensor, Tensor], Tensor] | None = None
 
 
-def per_example_sum(x: Tensor) -> Tensor:
-    """Sum over every axis but the batch axis."""
-    return x.sum(dim=tuple(range(1, x.ndim))) if x.ndim > 1 else x
+def per_element(x: Tensor, t: Tensor, mean: bool = False) -> Tensor:
+    """Sum (or mean) of x over the axes beyond t's: (B, ...) -> t.shape."""
+    dims = tuple(range(t.ndim, x.ndim))
+    if not dims:
+        return x
+    return x.mean(dim=dims) if mean else x.sum(dim=dims)
 
 
-def per_example_mean(x: Tensor) -> Tensor:
-    return x.mean(dim=tuple(range(1, x.ndim))) if x.ndim > 1 else x
+def per_example(x: Tensor, mean: bool = False) -> Tensor:
+    """Sum (or mean) over every axis but the batch axis: (B, ...) -> (B,)."""
+    if x.ndim == 1:
+        return x
+    dims = tuple(range(1, x.ndim))
+    return x.mean(dim=dims) if mean else x.sum(dim=dims)
 
 
 class Divergence(ABC):
@@ -46,31 +58,55 @@ class Divergence(ABC):
     the generator's parameters is weight(t) times the gradient of the divergence at time t."""
 
     needs: frozenset[str] = frozenset()  # subset of {"fake", "ratio"}: auxiliary signals required
-    grads_through_critics = False  # True: gradients flow through x_t into teacher and fake nets
 
     @abstractmethod
     def loss(self, x0: Tensor, t: Tensor, eps: Tensor, critics: Critics) -> Tensor:
-        """x0 = G(z) with its graph (B, ...); t (B,); eps like x0. Returns (B,)."""
-
-    def check(self, critics: Critics) -> None:
-        if "fake" in self.needs and critics.fake is None:
-            raise ValueError(f"divergence {type(self).__name__} needs a fake score; give it a fake score network")
-        if "ratio" in self.needs and critics.log_ratio is None:
-            raise ValueError(
-                f"divergence {type(self).__name__} needs a density-ratio estimator; give it a discriminator"
-            )
+        """x0 = G(z) with its graph (B, ...); t (B,) or (B, L); eps like x0. Returns (B,)."""
 
 
-def score_gap(critics: Critics, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    """(s_q - s_p)(x_t) in score units and the teacher denoiser D_p(x_t), both as computed."""
-    a, b = bcast(critics.process.alpha(t), x_t), bcast(critics.process.sigma(t), x_t)
-    d_p = critics.teacher(x_t, t)
-    d_q = critics.fake(x_t, t)
-    return a * (d_q - d_p) / b**2, d_p
+def pathwise(x0: Tensor, t: Tensor, eps: Tensor, critics: Critics, weighting: Callable,
+             h: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+    """The pathwise surrogate of the KL family: sum(sg[w h(r) alpha (s_q - s_p)(x_t)] x0), whose x0-gradient
+    is w(t) h(r) times the x0-gradient of KL(q_t || p_t) (integral KL: h = 1; f-divergences: h = r^2 f''(r)).
+    `h(x_t, t)` returns the ratio weight per element; critics are queried without a graph."""
+    process = critics.process
+    with torch.no_grad():
+        x_t = process.add_noise(x0, t, eps)
+        a, b = bcast(process.alpha(t), x_t), bcast(process.sigma(t), x_t)
+        d_p = critics.teacher(x_t, t)
+        gap = a * (critics.fake(x_t, t) - d_p) / b**2  # s_q - s_p in score units
+        w = weighting(t, process, x0.detach(), d_p)
+        if h is not None:
+            w = w * h(x_t, t)
+        grad_x0 = bcast(w * process.alpha(t), x0) * gap
+    return per_example(grad_x0 * x0)
+
+
+@dataclass
+class ScoreTerms:
+    """The quantities the score family and Uni-Instruct share at x_t = alpha x0 + sigma eps, with x0's graph
+    live and the networks queried on x_t (their parameters frozen by the trainer)."""
+
+    x_t: Tensor
+    a: Tensor  # alpha(t), broadcast against x_t
+    b: Tensor  # sigma(t), broadcast against x_t
+    d_p: Tensor  # teacher denoiser D_p(x_t)
+    d_q: Tensor  # fake denoiser D_psi(x_t)
+    s_p: Tensor  # teacher score (alpha D_p - x_t) / sigma^2
+    s_q: Tensor  # fake score (alpha D_psi - x_t) / sigma^2
+    g: Tensor  # conditional score grad log q(x_t | x0) = -eps / sigma
+
+
+def score_terms(x0: Tensor, t: Tensor, eps: Tensor, critics: Critics) -> ScoreTerms:
+    process = critics.process
+    a, b = bcast(process.alpha(t), x0), bcast(process.sigma(t), x0)
+    x_t = process.add_noise(x0, t, eps)
+    d_p, d_q = critics.teacher(x_t, t), critics.fake(x_t, t)
+    return ScoreTerms(x_t, a, b, d_p, d_q, (a * d_p - x_t) / b**2, (a * d_q - x_t) / b**2, -eps / b)
 
 
 # --------------------------------------------------------------------- weightings
-# A weighting is a plain function (t, process, x0, d_teacher) -> (B,) multiplying the
+# A weighting is a plain function (t, process, x0, d_teacher) -> t.shape multiplying the
 # per-time divergence gradient. x0 and d_teacher are detached.
 
 
@@ -89,7 +125,7 @@ def sigma2(t, process, x0, d_p):
 @WEIGHTINGS.register("dmd")
 def dmd(t, process, x0, d_p):
     """DMD's normalised weighting: sigma^2/alpha^2 / mean|x0 - D_p| per example (Yin et al. 2024 eq. 8)."""
-    return sigma2(t, process, x0, d_p) / per_example_mean((x0 - d_p).abs()).clamp_min(1e-8)
+    return sigma2(t, process, x0, d_p) / per_element((x0 - d_p).abs(), t, mean=True).clamp_min(1e-8)
 
 
 @WEIGHTINGS.register("sigma4")
@@ -101,7 +137,7 @@ def sigma4(t, process, x0, d_p):
 @WEIGHTINGS.register("sid")
 def sid(t, process, x0, d_p):
     """SiD's weighting (Zhou et al. 2024): denoiser units, normalised by mean|x0 - D_p| per example."""
-    return sigma4(t, process, x0, d_p) / per_example_mean((x0 - d_p).abs()).clamp_min(1e-8)
+    return sigma4(t, process, x0, d_p) / per_element((x0 - d_p).abs(), t, mean=True).clamp_min(1e-8)
 
 
 @WEIGHTINGS.register("velocity")
@@ -111,7 +147,3 @@ def velocity(t, process, x0, d_p):
     a, b = process.alpha(t), process.sigma(t)
     da, db = process.derivatives(t)
     return (b * (da * b - a * db) / a) ** 2
-
-
-def build_weighting(name: str) -> Callable:
-    return WEIGHTINGS.get(name)

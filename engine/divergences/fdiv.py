@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..process import bcast
 from ..registry import Registry
-from .base import DIVERGENCES, Critics, Divergence, build_weighting, per_example_sum, score_gap
+from .base import DIVERGENCES, WEIGHTINGS, Critics, Divergence, pathwise
 
 LOG2 = math.log(2.0)
 F_FUNCTIONS: Registry[FFunction] = Registry("f-divergence")
@@ -77,7 +76,7 @@ _add(  # Jeffreys = KL(p||q) + KL(q||p): f = (r - 1) log r
 
 @DIVERGENCES.register("fdiv")
 class FDivergence(Divergence):
-    """Pathwise f-divergence gradient: surrogate sum(sg[w h(r) a (s_q - s_p)] x0)."""
+    """Pathwise f-divergence gradient: the integral-KL surrogate with weight h(r) (see base.pathwise)."""
 
     needs = frozenset({"fake", "ratio"})
 
@@ -85,18 +84,13 @@ class FDivergence(Divergence):
                  normalise_h: bool = False):
         self.name = f
         self.fn = F_FUNCTIONS.get(f)
-        self.weighting = build_weighting(weighting)
+        self.weighting = WEIGHTINGS.get(weighting)
         self.clip = log_ratio_clip
         self.normalise_h = normalise_h  # divide h by its batch mean (f-distill's variance reduction)
 
     def loss(self, x0, t, eps, critics: Critics):
-        process = critics.process
-        with torch.no_grad():
-            x_t = bcast(process.alpha(t), x0) * x0 + bcast(process.sigma(t), x0) * eps
-            gap, d_p = score_gap(critics, x_t, t)
+        def h(x_t, t):
             h = self.fn.h(critics.log_ratio(x_t, t).clamp(-self.clip, self.clip))
-            if self.normalise_h:
-                h = h / h.mean().clamp_min(1e-8)
-            w = self.weighting(t, process, x0.detach(), d_p) * h
-            grad_x0 = bcast(w * process.alpha(t), x0) * gap
-        return per_example_sum(grad_x0 * x0)
+            return h / h.mean().clamp_min(1e-8) if self.normalise_h else h
+
+        return pathwise(x0, t, eps, critics, self.weighting, h)

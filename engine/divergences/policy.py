@@ -15,8 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import DIVERGENCES
+from ..registry import Registry
 from .fdiv import F_FUNCTIONS
+
+ESTIMATORS: Registry[type] = Registry("discrete estimator")  # for samples that are not differentiable
 
 
 def group_normalise(reward: Tensor, group_size: int, clip: float | None = None, eps: float = 1e-6) -> Tensor:
@@ -31,12 +33,9 @@ def group_normalise(reward: Tensor, group_size: int, clip: float | None = None, 
     return r.reshape(-1)
 
 
-@DIVERGENCES.register("didi")
+@ESTIMATORS.register("didi")
 class PolicyGradient:
     """Discrete integral f-divergence by policy gradient (DiDi-Instruct for f = rkl)."""
-
-    needs = frozenset({"ratio"})
-    grads_through_critics = False
 
     def __init__(self, f: str = "rkl", group_size: int = 1, normalise: bool = True,
                  clip: float | None = 5.0, log_ratio_clip: float = 10.0):

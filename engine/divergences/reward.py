@@ -2,6 +2,7 @@
 (DI++, Luo 2024; DI*, Luo et al. 2024; Reward-Instruct; Phys-Instruct's residual guidance)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from torch import Tensor
@@ -11,8 +12,8 @@ class RewardTerm:
     """Per-example loss -alpha * reward(x0, cond); reward must be differentiable in x0 and return (B,)."""
 
     def __init__(self, reward: Callable[..., Tensor], alpha: float):
-        if alpha < 0:
-            raise ValueError(f"reward alpha must be >= 0, got {alpha}")
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"reward alpha must be a finite number >= 0, got {alpha}")
         self.reward = reward
         self.alpha = alpha
 

@@ -5,26 +5,26 @@ F(theta) = E_{x_t ~ q_t} d(s_p(x_t) - s_q(x_t)). With y = s_p - s_psi and g = gr
 x_t and x0 live) has gradient Term1 / 2 + (1 - alpha) Term2 in the notation of MATH.md:
 Term1 moves s_q with the samples frozen, Term2 moves the samples. For d = ||y||^2 it is SiD's
 loss (Zhou et al. 2024) in score units; alpha = 1/2 gives dF/dtheta / 2, alpha = 1 SIM's
-frozen-sampling gradient.
+frozen-sampling gradient. A distance acts on each element's own axes (per_element).
 """
 from __future__ import annotations
 
 import torch
 
 from ..process import bcast
-from .base import DIVERGENCES, Critics, Divergence, build_weighting, per_example_sum
+from .base import DIVERGENCES, WEIGHTINGS, Critics, Divergence, per_element, per_example, score_terms
 
 
-def l2(y):
+def l2(y, t):
     """d(y) = ||y||^2 and d'(y) = 2y."""
-    return per_example_sum(y**2), 2 * y
+    return per_element(y**2, t), 2 * y
 
 
 def pseudo_huber(c: float):
     """d(y) = sqrt(||y||^2 + c^2) - c (SIM, Luo et al. 2024), d'(y) = y / sqrt(||y||^2 + c^2)."""
 
-    def d(y):
-        n = torch.sqrt(per_example_sum(y**2) + c**2)
+    def d(y, t):
+        n = torch.sqrt(per_element(y**2, t) + c**2)
         return n - c, y / bcast(n, y)
 
     return d
@@ -34,27 +34,19 @@ class ScoreDivergence(Divergence):
     """Shared body of the score family; subclasses choose the distance d and alpha."""
 
     needs = frozenset({"fake"})
-    grads_through_critics = True
 
     def __init__(self, distance, alpha: float, weighting: str):
         self.distance = distance
         self.alpha = alpha
-        self.weighting = build_weighting(weighting)
+        self.weighting = WEIGHTINGS.get(weighting)
 
     def loss(self, x0, t, eps, critics: Critics):
-        process = critics.process
-        a, b = bcast(process.alpha(t), x0), bcast(process.sigma(t), x0)
-        x_t = a * x0 + b * eps
-        d_p = critics.teacher(x_t, t)
-        d_q = critics.fake(x_t, t)
-        s_p = (a * d_p - x_t) / b**2
-        s_q = (a * d_q - x_t) / b**2
-        g = -eps / b
-        dist, d_prime = self.distance(s_p - s_q)
-        per = 0.5 * per_example_sum(d_prime * (s_q - g)) + (1 - self.alpha) * dist
+        s = score_terms(x0, t, eps, critics)
+        dist, d_prime = self.distance(s.s_p - s.s_q, t)
+        per = 0.5 * per_element(d_prime * (s.s_q - s.g), t) + (1 - self.alpha) * dist
         with torch.no_grad():
-            w = self.weighting(t, process, x0.detach(), d_p.detach())
-        return w * per
+            w = self.weighting(t, critics.process, x0.detach(), s.d_p.detach())
+        return per_example(w * per)
 
 
 @DIVERGENCES.register("sid")

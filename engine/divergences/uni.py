@@ -10,31 +10,25 @@ from __future__ import annotations
 
 import torch
 
-from ..process import bcast
-from .base import DIVERGENCES, Critics, Divergence, build_weighting, per_example_sum
+from .base import DIVERGENCES, WEIGHTINGS, Critics, Divergence, per_element, per_example, score_terms
 from .fdiv import F_FUNCTIONS
 
 
 @DIVERGENCES.register("uni")
 class UniInstruct(Divergence):
     needs = frozenset({"fake", "ratio"})
-    grads_through_critics = True
 
     def __init__(self, f: str = "fkl", weighting: str = "sigma4", log_ratio_clip: float = 10.0):
         self.fn = F_FUNCTIONS.get(f)
-        self.weighting = build_weighting(weighting)
+        self.weighting = WEIGHTINGS.get(weighting)
         self.clip = log_ratio_clip
 
     def loss(self, x0, t, eps, critics: Critics):
-        process = critics.process
-        a, b = bcast(process.alpha(t), x0), bcast(process.sigma(t), x0)
-        x_t = a * x0 + b * eps
-        d_p, d_q = critics.teacher(x_t, t), critics.fake(x_t, t)
-        y = a * (d_p - d_q) / b**2  # s_p - s_psi
-        s_q = (a * d_q - x_t) / b**2
-        l = critics.log_ratio(x_t, t).clamp(-self.clip, self.clip)
+        s = score_terms(x0, t, eps, critics)
+        y = s.a * (s.d_p - s.d_q) / s.b**2  # s_p - s_psi
+        l = critics.log_ratio(s.x_t, t).clamp(-self.clip, self.clip)
         h, rh = self.fn.h(l), self.fn.dh(l)
-        per = h * per_example_sum(y * (s_q + eps / b)) + 0.5 * (h - rh) * per_example_sum(y**2)
+        per = h * per_element(y * (s.s_q + eps / s.b), t) + 0.5 * (h - rh) * per_element(y**2, t)
         with torch.no_grad():
-            w = self.weighting(t, process, x0.detach(), d_p.detach())
-        return w * per
+            w = self.weighting(t, critics.process, x0.detach(), s.d_p.detach())
+        return per_example(w * per)

@@ -1,27 +1,24 @@
-"""A distilled image student as a diffusers pipeline: `save_student` writes it, `load_student` reads it back.
+"""A distilled image student as a diffusers pipeline (written and read by io.save_student / io.load_student).
 
 Folder layout (what `DiffusionPipeline.save_pretrained` writes):
   model_index.json   OneStepPipeline, its components, `student_times` (native times t_k) and `num_conds`
   unet/ or transformer/   the student network; the teacher's folder name is kept (DiT teachers -> transformer/)
-  scheduler/         the teacher's scheduler config: it only fixes the parameterisation (see denoiser.py)
+  scheduler/         the teacher's scheduler config: it only fixes the parameterisation (see shared/denoiser.py)
   vae/, text_encoder/, tokenizer/   the teacher's, when it has them
 
-`OneStepPipeline.from_pretrained(folder)` (or `load_student`) loads it; `DiffusionPipeline.from_pretrained`
+`OneStepPipeline.from_pretrained(folder)` (or `io.load_student`) loads it; `DiffusionPipeline.from_pretrained`
 cannot, since OneStepPipeline is not a diffusers class. Calling the pipeline runs exactly StudentGenerator.
 """
 from __future__ import annotations
-
-import shutil
-from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin
 from torch import Tensor
 
-from .denoiser import NETWORKS, DiffusersDenoiser, Parameterisation
-from .generator import StudentGenerator
-from .pretrained import Teacher, decode_latents, embed_prompts, load_text_encoder
+from unidistill.modalities.shared.denoiser import NETWORKS, DiffusersDenoiser, Parameterisation
+from unidistill.modalities.shared.student import StudentGenerator
+from unidistill.modalities.shared.teacher import decode_latents, embed_prompts
 
 OUTPUT_TYPES = ("np", "pt", "pil")
 
@@ -138,39 +135,3 @@ def to_pil(images: np.ndarray) -> list:
         raise ValueError(f"output_type 'pil' needs 1, 3 or 4 channels, got {images.shape[-1]}")
     pixels = (images * 255).round().astype(np.uint8)
     return [Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p, modes[p.shape[-1]]) for p in pixels]
-
-
-def save_student(generator: StudentGenerator, teacher: Teacher, folder: str | Path) -> Path:
-    """Write the student as a OneStepPipeline folder, atomically: folder.tmp first, then swapped in."""
-    import diffusers
-
-    folder = Path(folder)
-    den = generator.denoiser
-    sched_cfg = dict(teacher.scheduler_config)
-    Parameterisation.from_scheduler(sched_cfg)
-    scheduler = getattr(diffusers, sched_cfg["_class_name"]).from_config(sched_cfg)
-    tokenizer = text_encoder = None
-    if den.kind == "UNet2DConditionModel":
-        tokenizer, text_encoder = load_text_encoder(teacher.folder)
-    slot = "transformer" if teacher.network_folder == "transformer" else "unet"
-    pipe = OneStepPipeline(scheduler=scheduler, **{slot: den.net}, vae=teacher.vae, text_encoder=text_encoder,
-                           tokenizer=tokenizer, student_times=generator.times.tolist(), num_conds=den.num_conds)
-    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
-    for stale in (tmp, old):
-        if stale.exists():
-            shutil.rmtree(stale)
-    pipe.save_pretrained(tmp)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    if old.exists():
-        shutil.rmtree(old)
-    return folder
-
-
-def load_student(folder: str | Path) -> OneStepPipeline:
-    """A OneStepPipeline from a folder written by save_student; reads local files only."""
-    folder = Path(folder)
-    if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a student pipeline folder (no model_index.json)")
-    return OneStepPipeline.from_pretrained(str(folder), local_files_only=True)

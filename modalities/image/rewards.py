@@ -1,16 +1,12 @@
-"""Download-free differentiable rewards for DI++ / DI* (a RewardTerm adds -alpha * reward)."""
+"""Download-free differentiable rewards for DI++ / DI* (a RewardTerm adds -alpha * reward); distill.py
+offers them by name to `distill.reward`."""
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from torch import Tensor
 
-from unidistill.engine.registry import Registry
 
-REWARDS: Registry[Callable] = Registry("image reward")
-
-
-@REWARDS.register("classifier")
 def classifier_log_prob() -> Callable[[Tensor, Tensor], Tensor]:
     """log p(c | x0) under the shipped digits classifier: sharper, more legible digits of the prompted class."""
     from .classifier import load_classifier
@@ -26,7 +22,6 @@ def classifier_log_prob() -> Callable[[Tensor, Tensor], Tensor]:
     return reward
 
 
-@REWARDS.register("contrast")
 def contrast() -> Callable[..., Tensor]:
     """Mean |x0| per image: pushes pixels towards pure ink or pure paper (a stroke-sharpness reward)."""
 

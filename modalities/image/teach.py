@@ -3,10 +3,7 @@ scheduler's parameterisation (EDM or rectified flow) on digits or an .npz of ima
 the EMA network as a diffusers folder (unet/ + scheduler/) that distillation configs point at."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -15,27 +12,13 @@ from unidistill.engine import process as proc
 from unidistill.engine.builders import build_named
 from unidistill.engine.config import ConfigError
 from unidistill.engine.distill import edm_weight
+from unidistill.engine.objective import Outputs, sample_path
 from unidistill.engine.teach import DenoisingObjective, prediction_weight
+from unidistill.modalities.shared.denoiser import DiffusersDenoiser, Parameterisation
+from unidistill.modalities.shared.folders import write_network_folder
 
-from .denoiser import DiffusersDenoiser, Parameterisation
+from .config import TeachConfig
 from .digits import load_digits
-
-
-@dataclass
-class TeachEval:
-    n_samples: int = 1000  # samples drawn for digits-FID at the end (and every train.eval_every)
-    steps: int = 18  # Heun steps of the probability-flow ODE used for those samples
-    guidance_scale: float = 1.0  # classifier-free guidance used for those samples
-
-
-@dataclass
-class TeachConfig:
-    network: dict[str, Any]  # diffusers UNet2DModel config; class labels need num_class_embeds = classes + 1 (null)
-    scheduler: dict[str, Any]  # diffusers scheduler config with _class_name (EDM, flow-matching or DDPM family)
-    data: str = "digits"  # "digits" (scikit-learn, train split) or an .npz with x (N, C, H, W) in [-1, 1], y (N,)
-    time_sampler: dict[str, Any] = field(default_factory=lambda: {"name": "lognormal", "p_mean": -1.2, "p_std": 1.2})
-    label_dropout: float = 0.1  # rate of null-class inputs, for classifier-free guidance
-    eval: TeachEval = field(default_factory=TeachEval)
 
 
 def load_images(data: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -82,8 +65,9 @@ def build_teacher_network(cfg: TeachConfig, images: torch.Tensor, labels: torch.
 
 
 def build_teach(cfg: TeachConfig, out_dir: Path) -> DenoisingObjective:
+    from unidistill.modalities.shared.sampling import sample_teacher
+
     from .pictures import save_grid
-    from .sampling import sample_teacher
 
     images, labels = load_images(cfg.data)
     den = build_teacher_network(cfg, images, labels)
@@ -112,24 +96,11 @@ def build_teach(cfg: TeachConfig, out_dir: Path) -> DenoisingObjective:
         x, cond = draw(den_, cfg.eval.n_samples)
         return shipped_evaluator()(x, cond)
 
-    obj = DenoisingObjective(
+    outputs = Outputs(
+        evaluate=evaluate,
+        save_samples=lambda den_, run, step: [save_grid(draw(den_, 100)[0], sample_path(run, step, ".png"), nrow=10)],
+        export=lambda den_, run: write_network_folder(den_, cfg.scheduler, run / "teacher"))  # a diffusers folder
+    return DenoisingObjective(
         denoiser=den, process=process, data=data, time_sampler=t_sampler, weight=weight,
         label_dropout=cfg.label_dropout if conditional else 0.0, null_cond=den.null_cond if conditional else None,
-        evaluate=evaluate, save_pictures=lambda den_, path: save_grid(draw(den_, 100)[0], path, nrow=10))
-    obj.export = lambda den_, run: export_teacher(den_, cfg.scheduler, Path(run) / "teacher")
-    return obj
-
-
-def export_teacher(den: DiffusersDenoiser, scheduler: dict[str, Any], folder: Path) -> Path:
-    """Write a diffusers folder: unet/ (config + safetensors) and scheduler/scheduler_config.json."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    den.net.save_pretrained(tmp / "unet", safe_serialization=True)
-    (tmp / "scheduler").mkdir(parents=True, exist_ok=True)
-    (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    tmp.replace(folder)
-    return folder
+        outputs=outputs)

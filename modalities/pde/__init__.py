@@ -1,3 +1,2 @@
 """The PDE modality (Phys-Instruct): solver datasets, exact discrete residuals, EDM teachers over joint
 coefficient/solution fields, physics-guided few-step students and forward/inverse problems."""
-from . import backend  # noqa: F401  (registers "pde")

@@ -1,19 +1,17 @@
 """Field plots as PNGs: rows of panels (coefficient, generated solution, solver solution, error map, ...)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
+
+from unidistill.modalities.shared.plots import pyplot, save_figure
 
 
 def plot_fields(rows: list[list[tuple[str, np.ndarray]]], path: str | Path, *, title: str | None = None) -> Path:
     """One PNG, one row per sample, each panel (title, (N, N) array) with its own colour bar; written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.3 * n_rows), squeeze=False)
     for r, row in enumerate(rows):
@@ -33,10 +31,18 @@ def plot_fields(rows: list[list[tuple[str, np.ndarray]]], path: str | Path, *, t
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=90)
+
+
+def plot_samples(teacher, x_model: Tensor, path: str | Path) -> Path:
+    """Each sample's channels (physical units) and its pointwise residual |A(a)u - f|."""
+    from .problems import relative_residual
+
+    x = teacher.norm.to_physical(x_model.detach().double().cpu())
+    res, rel = teacher.pde.residual(x).abs(), relative_residual(teacher.pde, x)
+    rows = []
+    for i in range(x.shape[0]):
+        row = [(name, x[i, c].numpy()) for c, name in enumerate(teacher.pde.channels)]
+        row.append((f"|residual| (rel {float(rel[i]):.2e})", res[i].numpy()))
+        rows.append(row)
+    return plot_fields(rows, path, title=f"{teacher.pde.name}: generated samples")

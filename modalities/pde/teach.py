@@ -2,9 +2,7 @@
 as channels) fitted by denoising score matching on a solver dataset; exports a PDE teacher folder."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -12,36 +10,21 @@ from unidistill.engine import process as proc
 from unidistill.engine.builders import build_named
 from unidistill.engine.config import ConfigError
 from unidistill.engine.distill import edm_weight
+from unidistill.engine.objective import Outputs, sample_path
 from unidistill.engine.teach import DenoisingObjective
-from unidistill.modalities.image.denoiser import DiffusersDenoiser, Parameterisation
-from unidistill.modalities.image.teach import export_teacher
+from unidistill.modalities.shared.denoiser import DiffusersDenoiser, Parameterisation
+from unidistill.modalities.shared.sampling import sample_teacher
 
+from .config import PDETeachConfig
 from .data import load_dataset
-from .teacher import Normaliser, PDETeacher, write_info
-
-
-@dataclass
-class TeachEval:
-    n_samples: int = 64  # unconditional samples whose relative PDE residual is logged
-    steps: int = 18  # Heun steps of the probability-flow ODE for those samples
-
-
-@dataclass
-class PDETeachConfig:
-    data: str  # dataset folder written by `python -m unidistill.modalities.pde.data`
-    network: dict[str, Any]  # diffusers UNet2DModel config; in/out_channels = the PDE's channels
-    scheduler: dict[str, Any] = field(default_factory=lambda: {
-        "_class_name": "EDMEulerScheduler", "sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 1.0,
-        "prediction_type": "epsilon"})  # EDM; fields are normalised to unit std per channel, so sigma_data = 1
-    time_sampler: dict[str, Any] = field(default_factory=lambda: {"name": "lognormal", "p_mean": -0.6,
-                                                                  "p_std": 1.4})
-    eval: TeachEval = field(default_factory=TeachEval)
+from .evaluate import residual_metrics
+from .io import save_teacher
+from .plots import plot_samples
+from .teacher import Normaliser, PDETeacher
 
 
 def build_teach(cfg: PDETeachConfig, out_dir: Path) -> DenoisingObjective:
     from diffusers import UNet2DModel
-
-    from .evaluate import sample_teacher, save_samples
 
     try:
         ds = load_dataset(cfg.data)
@@ -66,28 +49,19 @@ def build_teach(cfg: PDETeachConfig, out_dir: Path) -> DenoisingObjective:
 
     def spec(den_) -> PDETeacher:
         """The network being trained (or its EMA copy) as a PDE teacher."""
-        return PDETeacher(den_, ds.pde, norm, {"size": size})
+        return PDETeacher(den_, ds.pde, norm, {"size": size, "residual_floor": ds.meta["residual_floor"]})
 
     def data(noise, n):
         i = noise.randint(len(x_model), n).cpu()
         return x_model[i].to(noise.device), None
 
     def draw(den_, n):
-        return sample_teacher(spec(den_), n, cfg.eval.steps, generator=torch.Generator().manual_seed(0))
+        return sample_teacher(den_, n, cfg.eval.steps, generator=torch.Generator().manual_seed(0), batch=256)
 
-    def evaluate(den_):
-        r = spec(den_).residual(draw(den_, cfg.eval.n_samples).double())
-        return {"relative_residual": float(r.mean()), "relative_residual_median": float(r.median())}
-
-    obj = DenoisingObjective(denoiser=den, process=process, data=data,
-                             time_sampler=build_named(proc.TIME_SAMPLERS, cfg.time_sampler, "time_sampler"),
-                             weight=edm_weight(param.sigma_data), evaluate=evaluate,
-                             save_pictures=lambda den_, path: save_samples(spec(den_), draw(den_, 4), path))
-
-    def export(den_, run):
-        folder = export_teacher(den_, cfg.scheduler, Path(run) / "teacher")
-        write_info(folder, ds.pde, size, norm, ds.meta["residual_floor"])
-        return folder
-
-    obj.export = export
-    return obj
+    outputs = Outputs(
+        evaluate=lambda den_: residual_metrics(spec(den_), draw(den_, cfg.eval.n_samples)),
+        save_samples=lambda den_, run, step: [plot_samples(spec(den_), draw(den_, 4), sample_path(run, step, ".png"))],
+        export=lambda den_, run: save_teacher(den_, spec(den_), run / "teacher", cfg.scheduler))
+    return DenoisingObjective(denoiser=den, process=process, data=data,
+                              time_sampler=build_named(proc.TIME_SAMPLERS, cfg.time_sampler, "time_sampler"),
+                              weight=edm_weight(param.sigma_data), outputs=outputs)

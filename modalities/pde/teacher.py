@@ -1,26 +1,15 @@
 """A PDE teacher: an EDM denoiser over normalised joint fields plus the PDE it was trained on.
-
-Folder layout (what `unidistill teach` exports; point `teacher:` at your own folder of the same form):
-  unet/ + scheduler/   a diffusers UNet2DModel and its scheduler config (EDM), C = len(pde.channels) channels
-  pde.json             {"pde", "options", "size", "channels", "mean", "std", "residual_floor"}
-Model space is x_model = (x - mean) / std per channel; residuals are evaluated in physical units."""
+Model space is x_model = (x - mean) / std per channel; residuals are evaluated in physical units.
+Folders (what `unidistill teach` exports, or a user's own of the same form) are read and written by io.py."""
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
 from torch import Tensor
 
-from unidistill.modalities.image.denoiser import DiffusersDenoiser, Parameterisation
+from unidistill.modalities.shared.denoiser import DiffusersDenoiser
 
-from .data import build_pde
 from .problems import relative_residual
-
-WEIGHTS = Path(__file__).parent / "weights"
-SHIPPED = {"darcy": WEIGHTS / "darcy_edm", "poisson": WEIGHTS / "poisson_edm"}
 
 
 @dataclass
@@ -51,42 +40,6 @@ class PDETeacher:
     def residual(self, x_model: Tensor) -> Tensor:
         """Relative PDE residual (B,) of model-space samples."""
         return relative_residual(self.pde, self.norm.to_physical(x_model))
-
-
-def write_info(folder: Path, pde, size: int, norm: Normaliser, floor: dict) -> None:
-    from .problems import options
-
-    info = {"pde": pde.name, "options": options(pde), "size": size, "channels": list(pde.channels),
-            "mean": norm.mean.tolist(), "std": norm.std.tolist(), "residual_floor": floor}
-    tmp = folder / "pde.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, folder / "pde.json")
-
-
-def load_teacher(source: str | Path) -> PDETeacher:
-    """A shipped teacher by PDE name, or a local folder laid out as above."""
-    from diffusers import UNet2DModel
-
-    folder = SHIPPED.get(str(source), Path(source))
-    if not folder.is_dir():
-        raise FileNotFoundError(f"teacher {str(source)!r} is neither a shipped PDE teacher ({', '.join(SHIPPED)}) "
-                                "nor a folder")
-    for need in ("pde.json", "unet", "scheduler/scheduler_config.json"):
-        if not (folder / need).exists():
-            raise FileNotFoundError(f"teacher folder {folder} has no {need}")
-    info = json.loads((folder / "pde.json").read_text())
-    pde = build_pde(info["pde"], **info.get("options", {}))
-    net = UNet2DModel.from_pretrained(folder / "unet")
-    c, size = len(pde.channels), info["size"]
-    if net.config.in_channels != c or net.config.out_channels != c or net.config.sample_size != size:
-        raise ValueError(f"teacher {folder}: the network is {net.config.in_channels} channels at "
-                         f"{net.config.sample_size}x{net.config.sample_size}, but pde.json says {pde.name} "
-                         f"({c} channels) at {size}x{size}")
-    param, process = Parameterisation.from_scheduler(json.loads((folder / "scheduler/scheduler_config.json")
-                                                                .read_text()))
-    den = DiffusersDenoiser(net.eval(), param, process).requires_grad_(False)
-    norm = Normaliser(torch.tensor(info["mean"]), torch.tensor(info["std"]))
-    return PDETeacher(den, pde, norm, info)
 
 
 def check_fields(teacher: PDETeacher, x: Tensor, what: str) -> None:

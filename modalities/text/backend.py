@@ -1,34 +1,36 @@
-"""The text modality: masked diffusion LMs (MDLM) taught on a corpus and distilled by DiDi-Instruct."""
+"""The text backend: masked diffusion LMs (MDLM) taught on a corpus and distilled by DiDi-Instruct."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from unidistill.engine.backend import BACKENDS
+from unidistill.engine.backend import Backend, Sampler
 
 from .config import TeachConfig, TextConfig
 
 
-class TextBackend:
+class TextBackend(Backend):
     Config = TextConfig
     TeachConfig = TeachConfig
+    family = "discrete"
 
-    def build(self, cfg: TextConfig, out_dir: Path):
+    def build(self, cfg: TextConfig, run_dir: Path):
         from .distill import build_distill
 
-        return build_distill(cfg, out_dir)
+        return build_distill(cfg, run_dir)
 
-    def teach(self, cfg: TeachConfig, out_dir: Path):
+    def teach(self, cfg: TeachConfig, run_dir: Path):
         from .teach import build_teach
 
-        return build_teach(cfg, out_dir)
+        return build_teach(cfg, run_dir)
 
-    def sample(self, objective, generator, n: int) -> np.ndarray:
-        """Token ids (n, L) from the student's sampler at the first evaluated step count."""
-        from .sampler import sample_ids
+    def sampler(self, cfg: TextConfig, run_dir: Path) -> Sampler:
+        from .io import sampler
 
-        return sample_ids(generator, n, objective.eval_steps[0], length=objective.length)[0].numpy()
+        return sampler(cfg)
 
+    def smoke_config(self, workdir: Path) -> dict:
+        from .io import write_tiny_models
 
-BACKENDS.register("text")(TextBackend())
+        teacher, judge = write_tiny_models(Path(workdir) / "tiny_text")
+        return {"teacher": str(teacher), "teacher_pool": 8, "teacher_pool_steps": 4,
+                "eval": {"n_samples": 4, "steps": [4], "judge": str(judge)}}

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from unidistill.engine.config import ConfigError
-from unidistill.engine.masked_sampling import Guidance
+from unidistill.engine.recipe import DiscreteRecipe
 
 
 @dataclass
@@ -40,7 +40,15 @@ class GuidanceConfig:
     candidates: int = 1  # candidates per re-ranked step (1 = off)
     grad_clip: float = 1.0  # element-wise clip of the discriminator gradient
 
-    def build(self) -> Guidance:
+    @property
+    def active(self) -> bool:
+        """Whether sampling is guided at all (a tilt or a re-ranking)."""
+        return any(h != 0 for h in self.scale) or self.candidates > 1
+
+    def build(self):
+        """The engine's Guidance for the reward-guided sampler."""
+        from unidistill.engine.masked_sampling import Guidance
+
         try:
             return Guidance(tuple(self.scale), self.tilt_fraction, self.candidates, self.grad_clip)
         except ValueError as e:
@@ -54,23 +62,23 @@ class TextEval:
     judge: str = "shipped"  # judge folder for generative perplexity ("none" skips it)
 
 
+def _recipe() -> DiscreteRecipe:
+    return DiscreteRecipe(divergence={"name": "didi", "f": "rkl", "group_size": 4, "clip": 3.0}, coupled_time=True,
+                          time_weight="inverse_t", ism_weight=0.01, entropy_weight=0.0005, reuse_rollouts=True,
+                          real="teacher")
+
+
 @dataclass
 class TextConfig:
     teacher: str = "shipped"  # a masked diffusion LM folder (unidistill MDLM or a transformers masked LM)
     length: int | None = None  # generated tokens per sequence; None = the teacher's maximum
-    corpus: str = "pydoc"  # the real side when real = corpus
-    real: Literal["teacher", "corpus"] = "teacher"  # discriminator's real side: teacher samples (data-free) or text
-    teacher_pool: int = 1024  # teacher samples drawn once for the data-free real side
+    corpus: str = "pydoc"  # the real side when distill.real = corpus
+    teacher_pool: int = 1024  # teacher samples drawn once for the data-free real side (distill.real = teacher)
     teacher_pool_steps: int = 64  # their sampling steps
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    divergence: dict[str, Any] = field(default_factory=lambda: {"name": "didi", "f": "rkl", "group_size": 4,
-                                                                "clip": 3.0})
-    coupled_time: bool = True  # corrupt at the rollout's tau (needs rollout.steps >= 2) instead of time_sampler
-    time_sampler: dict[str, Any] = field(default_factory=lambda: {"name": "uniform"})  # when not coupled
-    time_weight: Literal["inverse_t", "none"] = "inverse_t"  # omega(t) = 1/t clamped to [0.1, 10], or 1
-    ism_weight: float = 0.01  # intermediate-state matching KL(teacher || student) weight
-    entropy_weight: float = 0.0005  # entropy bonus weight
-    trainable_blocks: int = 1  # discriminator: unfrozen teacher blocks at the top
-    reuse_rollouts: bool = True  # the discriminator's fake side is the previous generator step's rollout
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # reward-guided sampler (evaluation, sample)
+    # the engine's recipe (DiDi-Instruct's settings by default); the discriminator takes {trainable_blocks}
+    # (unfrozen teacher blocks at the top); real sources: teacher (pool: data-free) or corpus
+    distill: DiscreteRecipe = field(default_factory=_recipe)
+    # reward-guided sampler for evaluation and `unidistill sample` (with the run's discriminator)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     eval: TextEval = field(default_factory=TextEval)

@@ -3,7 +3,8 @@
 The student starts as a copy of the teacher and is trained by the engine's policy-gradient estimator
 (engine.distill_discrete) on 2-step rollouts through an intermediate time tau ~ Beta (or N-step
 rollouts), with the discriminator's log-odds as the reward at the coupled corruption time tau,
-omega(t) = 1/t, grouped reward normalisation, intermediate-state matching and an entropy bonus."""
+omega(t) = 1/t, grouped reward normalisation, intermediate-state matching and an entropy bonus
+(the `distill:` section)."""
 from __future__ import annotations
 
 import copy
@@ -16,15 +17,15 @@ import torch
 from unidistill.engine import process as proc
 from unidistill.engine.builders import build_named
 from unidistill.engine.config import ConfigError
-from unidistill.engine.distill_discrete import DiscreteDistillation, entropy_bonus, inverse_t_weight, state_matching
-from unidistill.engine.divergences import DIVERGENCES, PolicyGradient
+from unidistill.engine.distill_discrete import DiscreteDistillation, DiscreteParts, build_discrete
 from unidistill.engine.masked_sampling import rollout
+from unidistill.engine.objective import Outputs, sample_path
 
 from .config import TextConfig
 from .corpus import corpus_blocks
 from .discriminator import TokenDiscriminator
-from .masked_lm import load_masked_lm, save_masked_lm
-from .pretrained import resolve_folder
+from .io import export_student, resolve_folder
+from .masked_lm import load_masked_lm
 from .sampler import sample_ids, write_texts
 
 log = logging.getLogger(__name__)
@@ -44,108 +45,85 @@ def check(cfg: TextConfig) -> None:
     if len(cfg.rollout.tau_range) != 2 or not 0 < lo < hi < 1:
         raise ConfigError(f"config key rollout.tau_range must be [lo, hi] with 0 < lo < hi < 1, "
                           f"got {cfg.rollout.tau_range}")
-    if cfg.coupled_time and cfg.rollout.steps < 2:
-        raise ConfigError("config key coupled_time: true needs rollout.steps >= 2 (an intermediate time)")
     if not cfg.eval.steps or min(cfg.eval.steps) < 1:
         raise ConfigError(f"config key eval.steps must list step counts >= 1, got {cfg.eval.steps}")
-    for key in ("ism_weight", "entropy_weight"):
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"config key {key} must be >= 0, got {getattr(cfg, key)}")
 
 
-def build_distill(cfg: TextConfig, out_dir: Path) -> DiscreteDistillation:
+def build_distill(cfg: TextConfig, run_dir: Path) -> DiscreteDistillation:
     check(cfg)
     teacher, tok = load_masked_lm(resolve_folder(cfg.teacher, "teacher"))
     teacher.eval().requires_grad_(False)
-    estimator = build_named(DIVERGENCES, cfg.divergence, "divergence")
-    if not isinstance(estimator, PolicyGradient):
-        raise ConfigError(f"config key divergence.name: text needs the policy-gradient estimator 'didi', "
-                          f"got {cfg.divergence.get('name')!r}")
     process = proc.MaskingProcess(teacher.mask_id, eps=1e-3)
     length = teacher.length if cfg.length is None else cfg.length
     if not 2 <= length <= teacher.length:
         raise ConfigError(f"config key length = {length}; the teacher reads at most {teacher.length} tokens (>= 2)")
     student = copy.deepcopy(teacher).requires_grad_(True)
-    try:
-        disc = TokenDiscriminator(teacher, cfg.trainable_blocks)
-    except ValueError as e:
-        raise ConfigError(f"config key trainable_blocks: {e}") from None
-    guidance = cfg.guidance.build()
+    guidance = cfg.guidance.build() if cfg.guidance.active else None
+    made: dict[str, TokenDiscriminator] = {}  # the discriminator, once the engine builds it
 
-    pool: list[torch.Tensor] = []  # the real side, drawn on first use (`unidistill sample` never needs it)
+    def discriminator(trainable_blocks: int = 1):
+        made["disc"] = TokenDiscriminator(teacher, trainable_blocks)
+        return made["disc"]
 
-    def real(noise, n):
-        if not pool:
-            pool.append(real_pool(cfg, teacher, tok, length))
-        return pool[0][noise.randint(len(pool[0]), n).cpu()].to(noise.device)
+    def pooled(draw):
+        """A real side drawn on first use (`unidistill sample` never needs it)."""
+        pool: list[torch.Tensor] = []
 
+        def real(noise, n):
+            if not pool:
+                pool.append(draw())
+            return pool[0][noise.randint(len(pool[0]), n).cpu()].to(noise.device)
+
+        return real
+
+    real = {"teacher": lambda: pooled(lambda: teacher_pool(cfg, teacher, length)),
+            "corpus": lambda: pooled(lambda: corpus_blocks(cfg.corpus, tok, length, "train"))}
     tau_sampler = build_named(proc.TIME_SAMPLERS, cfg.rollout.tau, "rollout.tau")
-    group = estimator.group_size
 
-    def student_rollout(s, n):
+    def student_rollout(s, n, group):
         times = (two_step_times(n, group, tau_sampler, cfg.rollout.tau_range, process)
                  if cfg.rollout.steps == 2 else None)
         return rollout(s, n, cfg.rollout.steps, process, length, times=times, dtype=torch.float32)
 
-    regs = {}
-    if cfg.ism_weight > 0:
-        regs["ism"] = (cfg.ism_weight, state_matching(teacher, process.mask_id))
-    if cfg.entropy_weight > 0:
-        regs["entropy"] = (cfg.entropy_weight, lambda s, traj: entropy_bonus(s, traj, process.mask_id))
     judge_dir = None if cfg.eval.judge == "none" else resolve_folder(cfg.eval.judge, "judge", must_exist=False)
     if judge_dir is not None:
         from .evaluate import check_judge
 
         check_judge(judge_dir, tok, length)
 
+    def draw(s, n, k):
+        return sample_ids(s, n, k, seed=0, length=length, guidance=guidance,
+                          discriminator=made.get("disc") if guidance is not None else None)
+
     def evaluate(s):
         from .evaluate import score_samples
 
         out = {}
         for k in cfg.eval.steps:
-            x, stats = sample_ids(s, cfg.eval.n_samples, k, seed=0, length=length)
+            x, stats = draw(s, cfg.eval.n_samples, k)
             out[f"nfe_{k}"] = stats.nfe
+            out.update({f"{key}_{k}": v for key, v in stats.extra.items()})
             if judge_dir is not None:
                 out.update({f"{m}_{k}": v for m, v in score_samples(x, judge_dir).items()})
         return out
 
-    def save_texts(s, path):
+    def save_texts(s, run, step):
         k = cfg.eval.steps[0]
-        x, _ = sample_ids(s, 16, k, seed=0, length=length)
-        write_texts(tok.batch_decode(x), Path(path).with_suffix(".txt"), f"{k}-step student samples")
+        path = sample_path(run, step, ".txt")
+        write_texts(tok.batch_decode(draw(s, 16, k)[0]), path, f"{k}-step student samples")
+        return [path]
 
-    obj = DiscreteDistillation(
-        process=process, student=student, rollout=student_rollout, estimator=estimator,
-        time_sampler=build_named(proc.TIME_SAMPLERS, cfg.time_sampler, "time_sampler"), real=real,
-        discriminator=disc, corruptions=1, coupled_time=cfg.coupled_time,
-        time_weight=inverse_t_weight() if cfg.time_weight == "inverse_t" else None, regularisers=regs,
-        reuse_rollouts=cfg.reuse_rollouts,
-        evaluate=evaluate, save_pictures=save_texts)
-    obj.teacher, obj.tokenizer, obj.guidance = teacher, tok, guidance
-    obj.eval_steps, obj.length = cfg.eval.steps, length
-    obj.export = lambda s, run: export_student(s, disc, tok, Path(run))
-    return obj
+    parts = DiscreteParts(process=process, student=student, rollout=student_rollout, rollout_steps=cfg.rollout.steps,
+                          teacher=teacher, discriminator=discriminator, real=real)
+    outputs = Outputs(evaluate=evaluate, save_samples=save_texts,
+                      export=lambda s, run: export_student(s, made["disc"], tok, run))
+    return build_discrete(cfg.distill, parts, outputs)
 
 
-def real_pool(cfg: TextConfig, teacher, tok, length: int) -> torch.Tensor:
-    """The discriminator's real side: corpus blocks, or teacher samples drawn once (data-free)."""
-    if cfg.real == "corpus":
-        return corpus_blocks(cfg.corpus, tok, length, "train")
+def teacher_pool(cfg: TextConfig, teacher, length: int) -> torch.Tensor:
+    """The discriminator's data-free real side: teacher samples drawn once."""
     start = time.perf_counter()
     pool, stats = sample_ids(teacher, cfg.teacher_pool, cfg.teacher_pool_steps, seed=12345, length=length)
     log.info("teacher pool: %d samples at %d steps (%.1f NFE) in %.1f s", len(pool), cfg.teacher_pool_steps,
              stats.nfe, time.perf_counter() - start)
     return pool
-
-
-def export_student(student, disc: TokenDiscriminator, tok, run: Path) -> Path:
-    """run/student/ (a masked diffusion LM folder, loadable as a teacher) and run/discriminator.safetensors
-    (for the reward-guided sampler)."""
-    from safetensors.torch import save_file
-
-    folder = save_masked_lm(student, tok, run / "student")
-    state = {k: v.detach().contiguous().clone() for k, v in disc.state_dict().items()}
-    tmp = run / "discriminator.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(run / "discriminator.safetensors")
-    return folder

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from unidistill.engine.config import ConfigError
+from unidistill.engine.objective import Objective, Outputs
 
 
 def build_judge(network: dict, vocab_size: int, length: int, eos_id: int):
@@ -60,21 +61,16 @@ def unigram_entropy(x: Tensor) -> float:
     return sum(out) / len(out)
 
 
-class CausalLMObjective:
+class CausalLMObjective(Objective):
     """The Trainer's objective for the judge: next-token cross-entropy after BOS, per example (nats/token)."""
 
     name = "teach judge"
 
-    def __init__(self, judge, data, bos_id: int, evaluate=None):
+    def __init__(self, judge, data, bos_id: int, outputs: Outputs | None = None):
+        super().__init__(outputs)
         self.modules = {"generator": judge}
-        self.data, self.bos_id, self._evaluate = data, bos_id, evaluate
+        self.data, self.bos_id = data, bos_id
 
-    def aux_losses(self, noise, n):
-        return {}
-
-    def generator_loss(self, noise, n):
+    def generator_loss(self, noise, n, progress):
         loss = token_nll(self.modules["generator"], self.data(noise, n), self.bos_id).mean(-1)
         return loss, {"nll": loss.detach().mean()}
-
-    def evaluate(self, judge) -> dict[str, float]:
-        return self._evaluate(judge) if self._evaluate else {}

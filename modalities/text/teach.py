@@ -8,15 +8,16 @@ from pathlib import Path
 import torch
 
 from unidistill.engine.config import ConfigError
+from unidistill.engine.objective import Outputs, sample_path
 from unidistill.engine.process import MaskingProcess
 from unidistill.engine.teach_masked import MaskedDiffusionObjective, nelbo_bound
 
 from .config import TeachConfig
 from .corpus import corpus_blocks
+from .io import resolve_folder
 from .judge import CausalLMObjective, build_judge, generative_perplexity
 from .masked_lm import save_masked_lm
 from .mdlm import MDLMConfig, MDLMModel
-from .pretrained import resolve_folder
 from .tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,8 @@ def build_teach(cfg: TeachConfig, out_dir: Path):
             return {"held_out_ppl": generative_perplexity(j, held, tok.eos_token_id),
                     "train_ppl": generative_perplexity(j, blocks[:len(held)], tok.eos_token_id)}
 
-        obj = CausalLMObjective(judge, data, tok.eos_token_id, evaluate_judge)
-        obj.export = lambda j, run: export_with_record(j, tok, run, "judge")
-        return obj
+        return CausalLMObjective(judge, data, tok.eos_token_id, Outputs(
+            evaluate=evaluate_judge, export=lambda j, run: export_with_record(j, tok, run, "judge")))
 
     try:
         config = MDLMConfig(**{"vocab_size": len(tok), "mask_token_id": tok.mask_token_id,
@@ -103,13 +103,14 @@ def build_teach(cfg: TeachConfig, out_dir: Path):
             out.update(score_samples(draw(m)[0], judge_dir))
         return out
 
-    def save_texts(m, path):
+    def save_texts(m, run, step):
         from .sampler import write_texts
 
         x, texts = draw(m)
-        write_texts(texts, Path(path).with_suffix(".txt"), f"{cfg.eval.steps}-step teacher samples")
+        path = sample_path(run, step, ".txt")
+        write_texts(texts, path, f"{cfg.eval.steps}-step teacher samples")
+        return [path]
 
-    obj = MaskedDiffusionObjective(model=model, process=process, data=data, evaluate=evaluate,
-                                   save_pictures=save_texts)
-    obj.export = lambda m, run: export_with_record(m, tok, run, "teacher")
-    return obj
+    outputs = Outputs(evaluate=evaluate, save_samples=save_texts,
+                      export=lambda m, run: export_with_record(m, tok, run, "teacher"))
+    return MaskedDiffusionObjective(model=model, process=process, data=data, outputs=outputs)

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from unidistill.engine.process import GaussianProcess, VEProcess
-from unidistill.engine.sampling import ode_nfe, sample_ode, sigma_hat, t_of_sigma_hat  # noqa: F401 (re-exported)
 
 ArrayLike = Tensor | Sequence | float
 CONFIG_KEYS = ("means", "weights", "std", "ring", "random")

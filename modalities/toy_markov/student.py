@@ -18,7 +18,7 @@ from unidistill.engine.masked_sampling import log_probs, time_grid, unmask_prob
 from unidistill.engine.metrics.discrete import exact_kl
 from unidistill.engine.process import MaskingProcess
 
-from .markov import MarkovChainTeacher, all_sequences, sequence_index
+from .chain import MarkovChainTeacher, all_sequences, sequence_index
 
 Predictor = Callable[[Tensor, Tensor], Tensor]  # z (B, L) in {0..V}, t (B,) -> logits (B, L, V)
 MAX_STATES = 200_000

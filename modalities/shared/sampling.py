@@ -1,17 +1,16 @@
-"""Teacher baselines for images: the probability-flow ODE (Heun or Euler) of a DiffusersDenoiser,
-with classifier-free guidance, on the engine's shared sampler."""
+"""Teacher baselines: the probability-flow ODE (Heun or Euler) of a DiffusersDenoiser, with
+classifier-free guidance, on the engine's shared sampler."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from unidistill.engine.sampling import ode_nfe, sample_ode
+from unidistill.engine.sampling import sample_ode
 
 from .denoiser import DiffusersDenoiser
 
-__all__ = ["ode_nfe", "sample_teacher"]
 
-
+@torch.no_grad()
 def sample_teacher(den: DiffusersDenoiser, n: int, steps: int, cond: Tensor | None = None, *,
                    guidance_scale: float | None = None, method: str = "heun", grid: str | None = None,
                    generator: torch.Generator | None = None, batch: int = 500) -> Tensor:

@@ -1,4 +1,4 @@
-"""Load a teacher from a local diffusers folder (or a shipped one by name).
+"""Load a teacher from a local diffusers folder.
 
 Expected layout (the one `save_pretrained` of a diffusers pipeline writes):
   scheduler/scheduler_config.json            required: fixes the parameterisation (see denoiser.py)
@@ -9,17 +9,14 @@ Nothing is downloaded: a user with real weights on disk points `teacher:` at the
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from .denoiser import NETWORKS, DiffusersDenoiser, Parameterisation
-
-WEIGHTS = Path(__file__).parent / "weights"
-SHIPPED = {"digits": WEIGHTS / "digits_edm", "digits_flow": WEIGHTS / "digits_flow"}
+from .denoiser import NETWORKS, DiffusersDenoiser
+from .folders import find_network, read_scheduler
 
 
 @dataclass
@@ -51,31 +48,16 @@ def decode_latents(vae: nn.Module, x: Tensor) -> Tensor:
     return vae.decode(z.to(next(vae.parameters()).dtype)).sample.float()
 
 
-def resolve(source: str | Path) -> Path:
-    if str(source) in SHIPPED:
-        return SHIPPED[str(source)]
-    folder = Path(source)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"teacher {str(source)!r} is neither a shipped teacher ({', '.join(SHIPPED)}) "
-                                "nor a local diffusers folder")
-    return folder
-
-
-def load_teacher(source: str | Path, *, guidance_scale: float = 1.0, prompts: list[str] | None = None,
+def load_teacher(folder: str | Path, *, guidance_scale: float = 1.0, prompts: list[str] | None = None,
                  check: bool = True) -> Teacher:
-    """A Teacher from a shipped name or a diffusers folder; checks everything before training starts."""
+    """A Teacher from a diffusers folder; checks everything before training starts."""
     import diffusers
 
-    folder = resolve(source)
-    sched_file = folder / "scheduler" / "scheduler_config.json"
-    if not sched_file.is_file():
-        raise FileNotFoundError(f"teacher folder {folder} has no scheduler/scheduler_config.json")
-    sched = json.loads(sched_file.read_text())
-    param, process = Parameterisation.from_scheduler(sched)
-    sub = next((s for s in ("unet", "transformer") if (folder / s / "config.json").is_file()), None)
-    if sub is None:
-        raise FileNotFoundError(f"teacher folder {folder} has no unet/config.json or transformer/config.json")
-    cls_name = json.loads((folder / sub / "config.json").read_text()).get("_class_name", "?")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"teacher folder {folder} does not exist")
+    sched, param, process = read_scheduler(folder)
+    sub, cls_name = find_network(folder)
     if cls_name not in NETWORKS:
         raise ValueError(f"teacher network class {cls_name!r} in {folder / sub} is not supported; "
                          f"supported: {', '.join(NETWORKS)}")

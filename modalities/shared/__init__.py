@@ -1,0 +1,6 @@
+"""What backends share, so that no backend imports another.
+
+The diffusers layer (images, PDE fields, 3D score distillation): a diffusers network plus its scheduler
+config as the engine's denoiser with classifier-free guidance (`denoiser`), teacher folders (`teacher`,
+`folders`), the one/few-step student generator (`student`) and teacher sampling (`sampling`). Figure
+helpers (`plots`)."""

@@ -1,0 +1,56 @@
+"""Diffusers folders on disk: reading a teacher's scheduler and network, and writing a denoiser's
+network with its scheduler config atomically (teachers a run trains, students other tools load)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .denoiser import DiffusersDenoiser, Parameterisation
+
+NETWORK_FOLDERS = ("unet", "transformer")
+
+
+def read_scheduler(folder: Path) -> tuple[dict, Parameterisation, Any]:
+    """(scheduler config, parameterisation, engine process) from folder/scheduler/scheduler_config.json."""
+    path = Path(folder) / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher folder {folder} has no scheduler/scheduler_config.json")
+    config = json.loads(path.read_text())
+    param, process = Parameterisation.from_scheduler(config)
+    return config, param, process
+
+
+def find_network(folder: Path) -> tuple[str, str]:
+    """(sub-folder, diffusers class name) of the folder's network: unet/ or transformer/."""
+    sub = next((s for s in NETWORK_FOLDERS if (Path(folder) / s / "config.json").is_file()), None)
+    if sub is None:
+        raise FileNotFoundError(f"teacher folder {folder} has no unet/config.json or transformer/config.json")
+    return sub, json.loads((Path(folder) / sub / "config.json").read_text()).get("_class_name", "?")
+
+
+def replace_folder(tmp: Path, folder: Path) -> Path:
+    """Move a completely written tmp folder to folder, replacing what was there."""
+    old = folder.with_name(folder.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    if old.exists():
+        shutil.rmtree(old)
+    return folder
+
+
+def write_network_folder(den: DiffusersDenoiser, scheduler: dict[str, Any], folder: Path,
+                         sub: str = "unet") -> Path:
+    """Write folder/<sub>/ (config + safetensors) and folder/scheduler/scheduler_config.json, atomically."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    den.net.save_pretrained(tmp / sub, safe_serialization=True)
+    (tmp / "scheduler").mkdir(parents=True, exist_ok=True)
+    (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
+    return replace_folder(tmp, folder)

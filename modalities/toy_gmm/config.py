@@ -1,0 +1,39 @@
+"""Config of the toy_gmm modality."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from unidistill.engine.recipe import ContinuousRecipe
+
+
+@dataclass
+class NetConfig:
+    hidden: int = 256  # width of each hidden layer
+    depth: int = 3  # hidden layers
+
+
+@dataclass
+class EvalConfig:
+    n_samples: int = 4000  # samples drawn for the metrics
+    radius: float | None = None  # a sample within this distance of a mean is on that mode (default 3 x max std)
+    min_fraction: float = 0.25  # a mode is covered if it holds this fraction of its target weight
+
+
+def _recipe() -> ContinuousRecipe:
+    return ContinuousRecipe(divergence={"name": "sid"},
+                            time_sampler={"name": "lognormal", "p_mean": 0.0, "p_std": 1.2},
+                            aux_time_sampler={"name": "lognormal", "p_mean": 0.0, "p_std": 1.2},
+                            real="data")
+
+
+@dataclass
+class GMMConfig:
+    mixture: dict[str, Any]  # GaussianMixture.from_config: {means, weights, std} | {ring: ...} | {random: ...}
+    process: dict[str, Any] = field(default_factory=lambda: {"name": "ve", "sigma_min": 0.002, "sigma_max": 80.0})
+    generator: NetConfig = field(default_factory=NetConfig)  # one-step MLP generator
+    latent_dim: int | None = None  # latent size (default: data dimension)
+    # the engine's recipe; fake and discriminator options are MLP sizes {hidden, depth}; real sources:
+    # data (exact mixture samples) or teacher (16-step teacher ODE samples: data-free)
+    distill: ContinuousRecipe = field(default_factory=_recipe)
+    eval: EvalConfig = field(default_factory=EvalConfig)

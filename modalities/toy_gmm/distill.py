@@ -1,0 +1,56 @@
+"""`unidistill distill` for the toy mixture: the exact teacher, a one-step MLP generator, MLP fake
+score and discriminator factories, and the engine's recipe around them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from unidistill.engine import process as proc
+from unidistill.engine.builders import build_named
+from unidistill.engine.distill import ContinuousDistillation, ContinuousParts, build_continuous, edm_weight
+from unidistill.engine.objective import Outputs, sample_path
+from unidistill.engine.sampling import sample_ode
+
+from .config import GMMConfig
+from .evaluate import Evaluator
+from .io import draw, generator_for, mixture_of
+from .mixture import ExactTeacher
+from .nets import MLPDenoiser, MLPDiscriminator
+from .plots import plot_2d_samples
+
+
+def build_distill(cfg: GMMConfig, run_dir: Path) -> ContinuousDistillation:
+    mixture = mixture_of(cfg)
+    process = build_named(proc.PROCESSES, cfg.process, "process")
+    d = mixture.dim
+    sigma_data = float(torch.sqrt(((mixture.means - mixture.means.T @ mixture.weights) ** 2).sum(1)
+                                  @ mixture.weights / d + (mixture.weights * mixture.stds**2).sum()))
+    teacher = ExactTeacher(mixture, process)
+    generator = generator_for(cfg)
+    latent = generator.latent_dim
+
+    def fake(hidden: int = 256, depth: int = 3):
+        return MLPDenoiser(d, process, sigma_data, hidden=hidden, depth=depth)
+
+    def discriminator(hidden: int = 256, depth: int = 3):
+        return MLPDiscriminator(d, process, sigma_data, hidden=hidden, depth=depth)
+
+    def data():
+        return lambda noise, n: (noise.draw(lambda m, g: mixture.sample(m, generator=g), n), None)
+
+    def teacher_samples():  # data-free: the teacher's own 16-step ODE sampler
+        return lambda noise, n: (noise.draw(lambda m, g: sample_ode(teacher, process, 16, m, d, generator=g), n), None)
+
+    ev = Evaluator(mixture, cfg.eval)
+
+    def save_samples(g, run_dir, step):
+        return [plot_2d_samples(mixture, draw(g, 2000), sample_path(run_dir, step, ".png"))]
+
+    parts = ContinuousParts(
+        process=process, teacher=teacher, generator=generator,
+        latents=lambda noise, n, progress: (noise.randn(n, latent), None),
+        fake=fake, fake_weight=edm_weight(sigma_data), discriminator=discriminator,
+        real={"data": data, "teacher": teacher_samples})
+    outputs = Outputs(evaluate=lambda g: ev(draw(g, cfg.eval.n_samples)), save_samples=save_samples)
+    return build_continuous(cfg.distill, parts, outputs)
