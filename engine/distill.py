@@ -175,6 +175,8 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
     if (parts.real or disc_needed) and recipe.real not in parts.real:
         raise ConfigError(f"config key {where}.real = {recipe.real!r} is not a source of real samples here; "
                           f"choose one of: {', '.join(parts.real) or 'none'}")
+    if recipe.reward is not None:  # checked before any network is built; built after them
+        reward_options(recipe.reward, parts.rewards, f"{where}.reward")
     t_gen = build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
     aux = recipe.aux_time_sampler if recipe.aux_time_sampler is not None else recipe.time_sampler
     t_aux = build_named(TIME_SAMPLERS, aux, f"{where}.aux_time_sampler")
@@ -222,15 +224,26 @@ def build_network(factory: Callable[..., nn.Module], options: dict, where: str, 
         raise ConfigError(f"config key {where}: {e}") from None
 
 
-def build_reward(section: dict, rewards: Registry | None, where: str) -> RewardTerm:
-    """RewardTerm(rewards[name](**options), alpha) from {name, alpha, options...}."""
+def reward_options(section: dict, rewards: Registry | None, where: str) -> tuple[dict, float]:
+    """({name, options}, alpha) of a reward section, its name and options checked against `rewards`."""
     if rewards is None:
         raise ConfigError(f"config key {where}: this modality offers no rewards")
-    if not isinstance(section, dict) or "alpha" not in section:
+    if not isinstance(section, dict) or "alpha" not in section or "name" not in section:
         raise ConfigError(f"config key {where} needs 'name' and 'alpha' (the weight of -reward in the generator "
                           f"loss); rewards here: {', '.join(rewards.names())}")
     options = {k: v for k, v in section.items() if k != "alpha"}
+    try:
+        factory = rewards.get(options["name"])
+    except KeyError as e:
+        raise ConfigError(f"config key {where}.name: {e.args[0]}") from None
+    check_options(factory, {k: v for k, v in options.items() if k != "name"}, where, repr(options["name"]))
     alpha = section["alpha"]
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
         raise ConfigError(f"config key {where}.alpha must be a finite number >= 0, got {alpha!r}")
-    return RewardTerm(build_named(rewards, options, where), float(alpha))
+    return options, float(alpha)
+
+
+def build_reward(section: dict, rewards: Registry | None, where: str) -> RewardTerm:
+    """RewardTerm(rewards[name](**options), alpha) from {name, alpha, options...}."""
+    options, alpha = reward_options(section, rewards, where)
+    return RewardTerm(build_named(rewards, options, where), alpha)

@@ -85,12 +85,16 @@ def one_line_error(args, capsys) -> str:
      "distill.discriminator.widht is not an option of this modality's discriminator; allowed: width"),
     ({"distill": {"divergence": {"name": "didi"}}}, "'didi' is a policy-gradient estimator for discrete tokens"),
     ({"divergence": {"name": "sim"}}, "unknown config key config.divergence (did you mean config.distill.divergence?)"),
+    ({"distill": {"divergence": {"name": "fdiv"}, "reward": {"name": "contrast", "alpha": 0.1, "gain": 2}}},
+     "distill.reward.gain is not an option of 'contrast'; allowed: none"),
+    ({"distill": {"time_sampler": {"name": "karras", "u_max": 2.0}}}, "karras u_max must be in (0, 1], got 2.0"),
 ])
 def test_bad_student_config_fails_in_one_line(overrides, expected, edm_teacher, tmp_path, capsys):
     cfg = write_config(tmp_path / "c.yaml", **{"teacher": str(edm_teacher), **overrides})
     err = one_line_error(["distill", cfg, "--out", str(tmp_path / "run")], capsys)
     assert expected in err, err
     assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "teacher_pool.safetensors").exists()  # refused before the pool is drawn
 
 
 def test_non_finite_teacher_fails_before_training_and_keeps_checkpoints(edm_teacher, tmp_path, capsys):

@@ -2,6 +2,8 @@
 frozen through training, the student starts equal to the teacher, and the guided sampler counts its passes."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from text_fixtures import tiny_judge, tiny_mdlm
@@ -55,3 +57,24 @@ def test_guided_sampler_reports_discriminator_passes_apart_from_nfe(folders, tmp
     assert stats.nfe == 8 and stats.extra == {"disc_forward": 4 + 4 * 3, "disc_backward": 4}
     with pytest.raises(ValueError, match="needs the run's discriminator"):
         sample_ids(teacher, 2, 4, guidance=g)
+
+
+def test_the_guidance_option_reaches_evaluation_and_sample(folders, tmp_path) -> None:
+    """`guidance:` on: evaluation samples with the reward-guided sampler (and counts the discriminator's
+    passes), and `unidistill sample` loads the run's discriminator for it."""
+    import numpy as np
+    import yaml
+
+    from unidistill.engine.cli import main
+
+    teacher_dir, judge_dir = folders
+    cfg = {"modality": "text", "teacher": str(teacher_dir), "teacher_pool": 8, "teacher_pool_steps": 4,
+           "guidance": {"scale": [1.0, 1.0], "tilt_fraction": 0.5, "candidates": 2},
+           "eval": {"judge": str(judge_dir), "n_samples": 4, "steps": [4]},
+           "train": {"steps": 2, "batch_size": 4, "progress": False, "checkpoint_every": 1}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["distill", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["disc_forward_4"] == 2 + 2 * 2 and metrics["disc_backward_4"] == 2  # tilt 2 of 4, re-rank 2
+    assert main(["sample", str(tmp_path / "run"), "--n", "3", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (3, 16)
