@@ -84,7 +84,10 @@ def get_backend(name: str) -> Backend:
                               f"{', '.join(backend_names())} (or package.module:Backend)")
         _check_extra(name)
         obj = _load(name, found[0].load, extra=name if name in _extras() else None)
-    backend = obj() if isinstance(obj, type) else obj
+    try:
+        backend = obj() if isinstance(obj, type) else obj
+    except TypeError as e:
+        raise ConfigError(f"config key modality: {name!r} cannot be created without arguments: {e}") from None
     if not isinstance(backend, Backend):
         raise ConfigError(f"config key modality: {name!r} is not a unidistill Backend "
                           "(subclass unidistill.engine.backend.Backend)")

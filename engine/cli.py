@@ -111,7 +111,10 @@ def cmd_sample(args) -> int:
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
     if args.n < 1:
         raise ConfigError(f"--n must be positive, got {args.n}")
-    run = load_run_config(run_dir / "config.yaml")
+    try:
+        run = load_run_config(run_dir / "config.yaml")
+    except ConfigError as err:
+        raise ConfigError(_teacher_run_hint(run_dir) or str(err)) from None
     import numpy as np
     import torch
 
@@ -137,6 +140,16 @@ def cmd_sample(args) -> int:
     tmp.replace(out)
     print(f"wrote {args.n} samples of shape {samples.shape[1:]} to {out}")
     return 0
+
+
+def _teacher_run_hint(run_dir: Path) -> str | None:
+    """A one-line explanation when run_dir is a `unidistill teach` run, which `sample` does not draw from."""
+    try:
+        load_run_config(run_dir / "config.yaml", command="teach")
+    except ConfigError:
+        return None
+    return (f"{run_dir} is a teacher run (unidistill teach): `sample` draws from distilled students; the trained "
+            f"teacher is exported to {run_dir / 'teacher'} (or use it as `teacher:` of a distill config)")
 
 
 def _load_weights(module, tensors: dict, prefix: str, name: str) -> None:

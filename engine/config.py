@@ -83,6 +83,8 @@ def _coerce(tp, value, where: str, default: Any = None):
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key {where} must be a mapping, got {value!r}")
+        if isinstance(default, dict) and "name" in default and "name" not in value:
+            value = {**default, **value}  # {name, option} section: options without a name adjust the default
         vt = args[1] if args else Any
         return {str(k): _coerce(vt, v, f"{where}.{k}") for k, v in value.items()}
     if origin in (list, tuple):

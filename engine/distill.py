@@ -175,8 +175,9 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
     if (parts.real or disc_needed) and recipe.real not in parts.real:
         raise ConfigError(f"config key {where}.real = {recipe.real!r} is not a source of real samples here; "
                           f"choose one of: {', '.join(parts.real) or 'none'}")
-    if recipe.reward is not None:  # checked before any network is built; built after them
-        reward_options(recipe.reward, parts.rewards, f"{where}.reward")
+    # the reward first: its factory may refuse this teacher (a digits classifier on RGB), which must
+    # happen before the fake score, the discriminator or a teacher pool cost anything
+    reward = build_reward(recipe.reward, parts.rewards, f"{where}.reward") if recipe.reward is not None else None
     t_gen = build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
     aux = recipe.aux_time_sampler if recipe.aux_time_sampler is not None else recipe.time_sampler
     t_aux = build_named(TIME_SAMPLERS, aux, f"{where}.aux_time_sampler")
@@ -188,9 +189,6 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
         options = dict(recipe.discriminator or {})
         disc = build_network(parts.discriminator, options, f"{where}.discriminator", "this modality's discriminator")
         real = parts.real[recipe.real]()
-    reward = None
-    if recipe.reward is not None:
-        reward = build_reward(recipe.reward, parts.rewards, f"{where}.reward")
     return ContinuousDistillation(
         process=parts.process, teacher=parts.teacher, generator=parts.generator, latents=parts.latents,
         divergence=divergence, time_sampler=t_gen, aux_time_sampler=t_aux, fake=fake, fake_weight=parts.fake_weight,

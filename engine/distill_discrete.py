@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .builders import build_named
+from .builders import build_named, check_options
 from .config import ConfigError
 from .distill import build_network
 from .divergences import DIVERGENCES, ESTIMATORS, PolicyGradient
@@ -85,7 +85,7 @@ class DiscreteDistillation(Objective):
                  corruptions: int = 1, coupled_time: bool = False,
                  time_weight: Callable[[Tensor], Tensor] | None = None,
                  regularisers: dict[str, tuple[float, Regulariser]] | None = None, reuse_rollouts: bool = False,
-                 outputs: Outputs | None = None):
+                 teacher: Predictor | None = None, outputs: Outputs | None = None):
         super().__init__(outputs)
         if (discriminator is None) == (oracle is None):
             raise ValueError("the policy-gradient estimator needs exactly one density-ratio source: "
@@ -102,9 +102,15 @@ class DiscreteDistillation(Objective):
         # old) instead of a fresh one, saving a sampling pass per step
         self.reuse_rollouts = reuse_rollouts
         self._last: Trajectory | None = None
+        self.teacher = teacher  # frozen (the regularisers read it); moved with the objective
         self.modules: dict[str, nn.Module] = {"generator": student}
         if discriminator is not None:
             self.modules["discriminator"] = discriminator
+
+    def to(self, device):
+        if isinstance(self.teacher, nn.Module):
+            self.teacher.to(device)
+        return self
 
     def _trajectory(self, student: nn.Module, n: int) -> Trajectory:
         return self.rollout(student, n, self.estimator.group_size)
@@ -191,9 +197,9 @@ def check_recipe(recipe: DiscreteRecipe, where: str = "distill") -> None:
     build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
 
 
-def build_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, outputs: Outputs | None = None,
-                   where: str = "distill") -> DiscreteDistillation:
-    """The objective for `recipe` on the backend's `parts`; every refusal is a one-line ConfigError."""
+def check_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, where: str = "distill") -> PolicyGradient:
+    """Every refusal of build_discrete, without building anything (a backend with costly set-up, such as a
+    warm start, calls it first); returns the estimator."""
     estimator = discrete_estimator(recipe, where)
     if recipe.coupled_time and parts.rollout_steps < 2:
         raise ConfigError(f"config key {where}.coupled_time: true needs a rollout of at least 2 steps (an "
@@ -208,10 +214,24 @@ def build_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, outputs: Output
     if (parts.real or disc_needed) and recipe.real not in parts.real:
         raise ConfigError(f"config key {where}.real = {recipe.real!r} is not a source of real samples here; "
                           f"choose one of: {', '.join(parts.real) or 'none'}")
+    if recipe.ism_weight > 0 and parts.teacher is None:
+        raise ConfigError(f"config key {where}.ism_weight: this modality has no teacher predictor to match")
+    if parts.oracle is not None and recipe.discriminator is not None:
+        raise ConfigError(f"config key {where}.discriminator: this run uses the exact oracle, not a discriminator; "
+                          f"remove the section (--set {where}.discriminator=null)")
+    if parts.oracle is None:
+        check_options(parts.discriminator, dict(recipe.discriminator or {}), f"{where}.discriminator",
+                      "this modality's discriminator")
+    build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
+    return estimator
+
+
+def build_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, outputs: Outputs | None = None,
+                   where: str = "distill") -> DiscreteDistillation:
+    """The objective for `recipe` on the backend's `parts`; every refusal is a one-line ConfigError."""
+    estimator = check_discrete(recipe, parts, where)
     regs: dict[str, tuple[float, Regulariser]] = {}
     if recipe.ism_weight > 0:
-        if parts.teacher is None:
-            raise ConfigError(f"config key {where}.ism_weight: this modality has no teacher predictor to match")
         regs["ism"] = (recipe.ism_weight, state_matching(parts.teacher, parts.process.mask_id))
     if recipe.entropy_weight > 0:
         mask_id = parts.process.mask_id
@@ -221,12 +241,9 @@ def build_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, outputs: Output
         disc = build_network(parts.discriminator, dict(recipe.discriminator or {}), f"{where}.discriminator",
                              "this modality's discriminator")
         real = parts.real[recipe.real]()
-    elif recipe.discriminator is not None:
-        raise ConfigError(f"config key {where}.discriminator: this run uses the exact oracle, not a discriminator; "
-                          f"remove the section (--set {where}.discriminator=null)")
     return DiscreteDistillation(
         process=parts.process, student=parts.student, rollout=parts.rollout, estimator=estimator,
         time_sampler=build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler"), real=real,
         discriminator=disc, oracle=parts.oracle, corruptions=recipe.corruptions, coupled_time=recipe.coupled_time,
         time_weight=inverse_t_weight() if recipe.time_weight == "inverse_t" else None, regularisers=regs,
-        reuse_rollouts=recipe.reuse_rollouts, outputs=outputs)
+        reuse_rollouts=recipe.reuse_rollouts, teacher=parts.teacher, outputs=outputs)

@@ -23,6 +23,8 @@ class ModuleOptimizer:
         if not named:
             raise ValueError(f"module {name!r} has no trainable parameters (all have requires_grad False)")
         prefixes = sorted((k[len(name) + 1:] for k in lr if k.startswith(name + ".")), key=len, reverse=True)
+        if "" in prefixes:
+            raise ValueError(f"train.lr key {name + '.'!r} names no parameter prefix; write {name!r} for the module")
         members: dict[str, list[tuple[str, nn.Parameter]]] = {"": [], **{p: [] for p in prefixes}}
         for k, p in named:
             group = next((g for g in prefixes if k == g or k.startswith(g + ".")), "")

@@ -38,8 +38,10 @@ class DiscreteRecipe:
 
 
 def check_recipes(cfg: Any) -> None:
-    """Check the names and options of every recipe section of a backend config (the divergence, its time
-    samplers) before the backend builds anything: a typo costs the import of torch, not a teacher load."""
+    """Check the divergence (or estimator) and the time samplers of every recipe section of a backend config,
+    names and options, before the backend builds anything: such a typo costs the import of torch, not a
+    teacher load. The rest of the section (fake, discriminator, real, reward) is checked by the builder,
+    against what the backend offers, before any network is built."""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if isinstance(value, ContinuousRecipe):

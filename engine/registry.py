@@ -24,12 +24,12 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
-        if name not in self._items:
+        if not isinstance(name, str) or name not in self._items:
             raise KeyError(f"unknown {self.axis} {name!r}; choose one of: {', '.join(sorted(self._items))}")
         return self._items[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return isinstance(name, str) and name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))

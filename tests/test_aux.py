@@ -20,7 +20,7 @@ START = Progress(0, 1)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def fixed_student(process, with_disc=False):
+def fixed_student(process, with_disc=False, reward=None):
     """Student x0 = 0.5 + 0.8 z (1-D), teacher N(1.0, 0.5^2) exact."""
     torch.manual_seed(0)
     gen = LinearGenerator(1)
@@ -34,7 +34,8 @@ def fixed_student(process, with_disc=False):
     obj = ContinuousDistillation(
         process=process, teacher=teacher, generator=gen, latents=lambda noise, n, progress: (noise.randn(n, 1), None),
         divergence=DIVERGENCES.get("ikl")(), time_sampler=lognormal(-0.5, 1.0), fake=fake,
-        aux_time_sampler=lognormal(-0.5, 1.0), fake_weight=edm_weight(0.8), discriminator=disc, real=real)
+        aux_time_sampler=lognormal(-0.5, 1.0), fake_weight=edm_weight(0.8), discriminator=disc, real=real,
+        reward=reward)
     return obj
 
 
@@ -96,8 +97,7 @@ def test_reward_term_adds_minus_alpha_grad_reward():
 
 def test_objective_reward_moves_generator_toward_reward():
     process = VEProcess(0.01, 20.0)
-    obj = fixed_student(process)
-    obj.reward = RewardTerm(lambda x: x.sum(1), alpha=10.0)  # reward: larger x
+    obj = fixed_student(process, reward=RewardTerm(lambda x: x.sum(1), alpha=10.0))  # reward: larger x
     noise = Noise(0)
     loss, logs = obj.generator_loss(noise, 64, START)
     loss.mean().backward()

@@ -121,3 +121,56 @@ def test_sample_builds_the_generator_only(tmp_path):
     a, b, c = (np.load(tmp_path / f"{k}.npy") for k in "abc")
     assert a.shape == (5, 1, 8, 8) and (a == c).all() and not (a == b).all()  # --seed reaches the sampler
     assert json.loads((run / "metrics.json").read_text())
+
+
+def test_a_nested_section_keeps_its_backends_defaults():
+    """Setting one key of `distill:` keeps the backend's other recipe defaults (not the engine's class
+    defaults); a key set to null is null; sections without a default instance use the class defaults."""
+    from unidistill.engine.config import build
+    from unidistill.engine.recipe import ContinuousRecipe
+    from unidistill.modalities.image.config import ImageConfig
+    from unidistill.modalities.toy_gmm.config import GMMConfig
+
+    cfg = build(ImageConfig, {"distill": {"divergence": {"name": "ikl"}}}, "config")
+    assert cfg.distill.divergence == {"name": "ikl"}
+    assert cfg.distill.time_sampler == {"name": "lognormal", "p_mean": -0.4, "p_std": 1.6}
+    assert cfg.distill.aux_time_sampler == {"name": "lognormal", "p_mean": -1.2, "p_std": 1.2}
+    assert ContinuousRecipe().time_sampler == {"name": "lognormal"}  # the engine's own default differs
+    toy = build(GMMConfig, {"mixture": {"ring": {"modes": 2, "radius": 1.0, "std": 0.1}},
+                            "distill": {"aux_time_sampler": None, "fake": {"hidden": 8}}}, "config")
+    assert toy.distill.real == "data" and toy.distill.aux_time_sampler is None and toy.distill.fake == {"hidden": 8}
+    assert toy.distill.divergence == {"name": "sid"}
+    fresh = build(GMMConfig, {"mixture": {"ring": {"modes": 2, "radius": 1.0, "std": 0.1}}}, "config")
+    fresh.distill.divergence["name"] = "changed"  # defaults are copied, never shared between configs
+    assert build(GMMConfig, {"mixture": {}, "distill": {}}, "config").distill.divergence == {"name": "sid"}
+
+
+def test_bad_names_and_sections_fail_in_one_line(tmp_path, capsys):
+    """Non-string registry names, an empty train.lr prefix, and `sample` pointed at a teacher run."""
+    ring = str(ROOT / "examples/toy/ring8_sid.yaml")
+    for override, expected in (("distill.divergence={name: [sid]}", "unknown divergence ['sid']; choose one of"),
+                               ("train.lr={generator: 1.0e-3, generator.: 1.0e-2}", "names no parameter prefix")):
+        assert main(["distill", ring, "--out", str(tmp_path / "r"), "--set", override]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+    run = tmp_path / "teach_run"
+    run.mkdir()
+    (run / "config.yaml").write_text((ROOT / "examples/image/digits_teacher.yaml").read_text())
+    assert main(["sample", str(run), "--out", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a teacher run (unidistill teach)" in err[0], err
+
+
+def test_a_partial_name_options_section_adjusts_the_default(tmp_path):
+    """`--set distill.time_sampler.u_max=0.8` on a backend default: options without a name merge into it."""
+    from unidistill.engine.cli import load_run_config
+
+    path = ROOT / "examples/pde/darcy_phys_instruct.yaml"
+    data = yaml.safe_load(path.read_text())
+    del data["distill"]["time_sampler"]  # rely on the PDE backend's default (karras, 64-point grid)
+    tmp = tmp_path / "c.yaml"
+    tmp.write_text(yaml.safe_dump(data))
+    run = load_run_config(tmp, ["distill.time_sampler.u_max=0.8"])
+    assert run.cfg.distill.time_sampler == {"name": "karras", "n_grid": 64, "u_max": 0.8}
+    run = load_run_config(tmp, ["distill.time_sampler={name: uniform}"])
+    assert run.cfg.distill.time_sampler == {"name": "uniform"}

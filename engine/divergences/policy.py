@@ -24,7 +24,9 @@ ESTIMATORS: Registry[type] = Registry("discrete estimator")  # for samples that 
 def group_normalise(reward: Tensor, group_size: int, clip: float | None = None, eps: float = 1e-6) -> Tensor:
     """(R - mean_group) / (std_group + eps) over consecutive groups of `group_size`, then clipped."""
     if reward.ndim != 1 or reward.shape[0] % group_size:
-        raise ValueError(f"reward of shape {tuple(reward.shape)} does not split into groups of {group_size}")
+        raise ValueError(f"reward of shape {tuple(reward.shape)} does not split into groups of {group_size}: the "
+                         "per-process batch (train.batch_size / processes) must be a multiple of "
+                         "distill.divergence.group_size")
     r = reward.view(-1, group_size)
     if group_size > 1:
         r = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True, unbiased=False) + eps)

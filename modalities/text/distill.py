@@ -51,6 +51,7 @@ def check(cfg: TextConfig) -> None:
 
 def build_distill(cfg: TextConfig, run_dir: Path) -> DiscreteDistillation:
     check(cfg)
+    tau_sampler = build_named(proc.TIME_SAMPLERS, cfg.rollout.tau, "rollout.tau")
     teacher, tok = load_masked_lm(resolve_folder(cfg.teacher, "teacher"))
     teacher.eval().requires_grad_(False)
     process = proc.MaskingProcess(teacher.mask_id, eps=1e-3)
@@ -65,25 +66,18 @@ def build_distill(cfg: TextConfig, run_dir: Path) -> DiscreteDistillation:
         made["disc"] = TokenDiscriminator(teacher, trainable_blocks)
         return made["disc"]
 
-    def pooled(draw):
-        """A real side drawn on first use (`unidistill sample` never needs it)."""
-        pool: list[torch.Tensor] = []
+    def pooled(blocks: torch.Tensor):
+        """A real side drawn from a fixed pool of sequences (n, L), built when the engine asks for it."""
+        return lambda noise, n: blocks[noise.randint(len(blocks), n).cpu()].to(noise.device)
 
-        def real(noise, n):
-            if not pool:
-                pool.append(draw())
-            return pool[0][noise.randint(len(pool[0]), n).cpu()].to(noise.device)
-
-        return real
-
-    real = {"teacher": lambda: pooled(lambda: teacher_pool(cfg, teacher, length)),
-            "corpus": lambda: pooled(lambda: corpus_blocks(cfg.corpus, tok, length, "train"))}
-    tau_sampler = build_named(proc.TIME_SAMPLERS, cfg.rollout.tau, "rollout.tau")
+    real = {"teacher": lambda: pooled(teacher_pool(cfg, teacher, length)),
+            "corpus": lambda: pooled(corpus_blocks(cfg.corpus, tok, length, "train"))}
 
     def student_rollout(s, n, group):
         times = (two_step_times(n, group, tau_sampler, cfg.rollout.tau_range, process)
                  if cfg.rollout.steps == 2 else None)
-        return rollout(s, n, cfg.rollout.steps, process, length, times=times, dtype=torch.float32)
+        return rollout(s, n, cfg.rollout.steps, process, length, times=times, dtype=torch.float32,
+                       device=next(s.parameters()).device)
 
     judge_dir = None if cfg.eval.judge == "none" else resolve_folder(cfg.eval.judge, "judge", must_exist=False)
     if judge_dir is not None:

@@ -8,7 +8,7 @@ import torch
 
 from unidistill.engine import masked_sampling
 from unidistill.engine import process as proc
-from unidistill.engine.distill_discrete import DiscreteDistillation, DiscreteParts, build_discrete
+from unidistill.engine.distill_discrete import DiscreteDistillation, DiscreteParts, build_discrete, check_discrete
 from unidistill.engine.objective import Outputs, sample_path
 
 from .chain import MarkovChainTeacher, all_sequences
@@ -21,15 +21,17 @@ from .student import MaskedDenoiser, MaskedDiscriminator, exact_distribution, te
 def build_distill(cfg: MarkovConfig, run_dir: Path) -> DiscreteDistillation:
     student, process, chain = student_for(cfg)
     V, L = chain.vocab, chain.length
-    warm_start(student, chain, process, cfg.warm_start_steps)
-    ev = ChainEvaluator(chain, process, cfg.steps, cfg.eval_teacher_steps)
     oracle = (lambda s: exact_log_ratio(s, chain, process, cfg.steps)) if cfg.ratio == "oracle" else None
     parts = DiscreteParts(
         process=process, student=student, rollout_steps=cfg.steps,
-        rollout=lambda s, n, group: masked_sampling.rollout(s, n, cfg.steps, process, L, vocab=V),
+        rollout=lambda s, n, group: masked_sampling.rollout(s, n, cfg.steps, process, L, vocab=V,
+                                                            device=next(s.parameters()).device),
         teacher=teacher_predictor(chain), oracle=oracle,
         discriminator=None if oracle is not None else (lambda: MaskedDiscriminator(V, L, cfg.hidden)),
         real={"data": lambda: (lambda noise, n: noise.draw(lambda m, g: chain.sample(m, generator=g), n))})
+    check_discrete(cfg.distill, parts)  # before the warm start's cost
+    warm_start(student, chain, process, cfg.warm_start_steps)
+    ev = ChainEvaluator(chain, process, cfg.steps, cfg.eval_teacher_steps)
     outputs = Outputs(evaluate=ev, save_samples=lambda s, run, step: [ev.picture(s, sample_path(run, step, ".png"))])
     return build_discrete(cfg.distill, parts, outputs)
 
