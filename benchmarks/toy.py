@@ -60,7 +60,7 @@ OVERRIDES = {"mix16_8d": {k: example("mix16_8d_sim")["distill"][k] for k in ("ti
 def distil(config: dict, out: Path):
     """Train one config in-process (as `unidistill distill` does) and return (trainer, objective, seconds)."""
     backend = get_backend(config["modality"])
-    cfg = build(backend.Config, {k: v for k, v in config.items() if k not in ("modality", "train")}, "config")
+    cfg = build(backend.Config, {k: v for k, v in config.items() if k not in ("modality", "train")}, "")
     train = build(TrainConfig, config["train"], "train")
     torch.manual_seed(train.seed)
     obj = backend.build(cfg, out)

@@ -27,15 +27,26 @@ DISTRIBUTION = "unidistill"
 
 
 @dataclass
+class Drawn:
+    """Samples as `unidistill sample` writes them: `values` to --out, `conditions` (the class or prompt index
+    of each sample) beside it, `about` printed (what the values are: shape, units, range)."""
+
+    values: np.ndarray
+    conditions: np.ndarray | None = None
+    about: str = ""
+
+
+@dataclass
 class Sampler:
     """What `unidistill sample` needs from a run: the generator network (its EMA weights are loaded from
     the run's checkpoint), any other trained module the sampler uses (live weights from the checkpoint,
-    e.g. a discriminator for reward-guided sampling) and `draw(generator, n, seed) -> array` (n decoded
-    samples, the same for the same seed)."""
+    e.g. a discriminator for reward-guided sampling), `draw(generator, n, seed) -> Drawn` (n samples, the
+    same for the same seed), and for pictures `images(values) -> [0, 1] (N, H, W, C)` (`sample --images`)."""
 
     generator: nn.Module
-    draw: Callable[[nn.Module, int, int], np.ndarray]
+    draw: Callable[[nn.Module, int, int], Drawn]
     modules: dict[str, nn.Module] = field(default_factory=dict)
+    images: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 class Backend:

@@ -3,6 +3,7 @@ name and every option against the constructor's signature before anything runs."
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any
 
 from .config import ConfigError
@@ -27,6 +28,7 @@ def build_named(registry: Registry, section: dict[str, Any] | str, where: str, *
     except KeyError as e:
         raise ConfigError(f"config key {where}.name: {e.args[0]}") from None
     check_options(factory, options, where, repr(section["name"]), exclude=extra)
+    options = coerce_options(factory, options, where)
     try:
         return factory(**options, **extra)
     except (TypeError, ValueError, KeyError) as e:
@@ -41,3 +43,16 @@ def check_options(factory, options: dict[str, Any], where: str, what: str, exclu
         if k not in allowed:
             raise ConfigError(f"config key {where}.{k} is not an option of {what}; "
                               f"allowed: {', '.join(allowed) or 'none'}")
+
+
+def coerce_options(factory, options: dict[str, Any], where: str) -> dict[str, Any]:
+    """Options converted to the types the factory's signature declares (numbers finite, lists as lists), with
+    the config layer's one-line errors: a string where a number is expected fails here, not in a loss."""
+    from .config import _coerce
+
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # annotations that do not resolve: take the options as given
+        return dict(options)
+    return {k: _coerce(hints[k], v, f"{where}.{k}") if k in hints else v for k, v in options.items()}

@@ -111,15 +111,37 @@ def verify(path: Path) -> None:
             raise CheckpointError(f"checkpoint {path}: {name} is truncated or corrupted (SHA-256 mismatch)")
 
 
+def non_finite(tensors: dict[str, Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf (RNG states excluded), or None."""
+    import torch
+
+    for k, v in tensors.items():
+        if not k.startswith("rng.") and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            return k
+    return None
+
+
 def load(path: str | Path) -> tuple[dict[str, Tensor], dict]:
-    """Verify and load one checkpoint folder; returns (tensors, meta)."""
+    """Verify and load one checkpoint folder; returns (tensors, meta). Refuses contents that do not parse or
+    hold non-finite values, even when the manifest matches them."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist")
     verify(path)
-    return load_file(str(path / TENSORS)), json.loads((path / META).read_text())
+    try:
+        tensors = load_file(str(path / TENSORS))
+        meta = json.loads((path / META).read_text())
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({str(e).splitlines()[0]})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        raise CheckpointError(f"checkpoint {path}: {META} has no step; it was not written by unidistill")
+    bad = non_finite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} holds non-finite values in {bad}")
+    return tensors, meta
 
 
 def latest(root: str | Path) -> Path | None:
@@ -132,23 +154,26 @@ def latest(root: str | Path) -> Path | None:
     return root / pointer.read_text().strip()
 
 
-def load_latest(root: str | Path) -> tuple[dict[str, Tensor], dict] | None:
-    """Load the newest checkpoint; if it is bad, fail with an error that names the previous good one."""
+def load_latest(root: str | Path, resumable: bool = True) -> tuple[dict[str, Tensor], dict] | None:
+    """Load the newest checkpoint; if it is bad, fail with an error that names the previous good one (and,
+    for training commands, how to resume from it)."""
     path = latest(root)
     if path is None:
         return None
     try:
         return load(path)
     except CheckpointError as err:
-        good = [p for p in checkpoints(root) if p != path and _is_good(p)]
-        hint = (f"; the previous good checkpoint {good[-1]} is kept: resume from it with --resume {good[-1]}"
-                if good else "; no earlier good checkpoint exists")
+        good = [p for p in checkpoints(root) if p != path and p.name < path.name and _is_good(p)]
+        how = f": resume from it with --resume {good[-1]}" if resumable else ""
+        hint = (f"; the previous good checkpoint {good[-1]} is kept{how}" if good
+                else "; no earlier good checkpoint exists")
         raise CheckpointError(f"{err}{hint}") from None
 
 
 def _is_good(path: Path) -> bool:
+    """Whether a checkpoint verifies and loads with finite values."""
     try:
-        verify(path)
+        load(path)
         return True
     except CheckpointError:
         return False

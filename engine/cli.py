@@ -12,8 +12,9 @@ import yaml
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig, apply_overrides, build, to_dict
+from .errors import Interrupted, RunLocked, TrainingError
 
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT, EXIT_TRAINING_FAILED, EXIT_UNEXPECTED = 2, 3, 1
 
 
 @dataclass
@@ -54,7 +55,7 @@ def load_run_config(path: str | Path, overrides: list[str] = (), command: str = 
     rest = {k: v for k, v in data.items() if k not in ("modality", "train")}
     if command == "teach" and backend.TeachConfig is None:
         raise ConfigError(f"modality {data['modality']!r} has no teacher to train (its teachers are exact)")
-    cfg = build(backend.TeachConfig if command == "teach" else backend.Config, rest, "config")
+    cfg = build(backend.TeachConfig if command == "teach" else backend.Config, rest, "")
     return RunConfig(backend, data["modality"], cfg, train, data)
 
 
@@ -73,22 +74,36 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def cmd_train(args) -> int:
     """distill (a student) or teach (a teacher): build the backend's objective and run the Trainer; when
-    training ends, the objective's export writes its EMA network for other tools."""
+    training ends, the objective's export writes its EMA network for other tools. The run directory is
+    checked and locked before anything is built; config.yaml is written once resuming succeeded."""
     from .recipe import check_recipes
+    from .runlock import RunLock
 
     run = load_run_config(args.config, args.set, args.command)
     check_recipes(run.cfg)
-    out = Path(args.out or Path("runs") / Path(args.config).stem)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(run.resolved(), sort_keys=False))
+    out = prepare_out(Path(args.out or Path("runs") / Path(args.config).stem))
+    import os
+
+    lock = RunLock(out).acquire() if int(os.environ.get("RANK", "0")) == 0 else None  # one run per folder
+    try:
+        return _train(run, out, args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(run: RunConfig, out: Path, args) -> int:
     import torch
 
     from .trainer import Trainer
 
+    if run.train.threads is not None:
+        torch.set_num_threads(run.train.threads)
     torch.manual_seed(run.train.seed)  # network initialisation is part of the run's seed
     build_objective = run.backend.teach if args.command == "teach" else run.backend.build
     objective = build_objective(run.cfg, out)
-    trainer = Trainer(objective, run.train, out, resume=args.resume)
+    trainer = Trainer(objective, run.train, out, resume=args.resume, run_config=run.resolved(),
+                      resume_changed=args.resume_changed)
     try:
         metrics = trainer.fit()
         if trainer.acc.is_main_process and trainer.step >= run.train.steps:
@@ -104,6 +119,24 @@ def cmd_train(args) -> int:
     return 0
 
 
+def prepare_out(out: Path) -> Path:
+    """The run directory: an existing writable folder, or one that can be made; checked before anything is
+    written."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out} cannot be created ({e.strerror})") from None
+    probe = out / ".write_test"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"--out {out} is not writable ({e.strerror})") from None
+    return out
+
+
 def cmd_sample(args) -> int:
     """Samples from a run's EMA generator: the backend's sampler builds the generator and its decoding only."""
     run_dir = Path(args.run_dir)
@@ -115,12 +148,13 @@ def cmd_sample(args) -> int:
         run = load_run_config(run_dir / "config.yaml")
     except ConfigError as err:
         raise ConfigError(_teacher_run_hint(run_dir) or str(err)) from None
-    import numpy as np
+    if not Path(args.out).parent.is_dir():
+        raise ConfigError(f"--out {args.out}: the folder {Path(args.out).parent} does not exist")
     import torch
 
     from . import checkpoint as ckpt
 
-    found = ckpt.load_latest(run_dir / "checkpoints")
+    found = ckpt.load_latest(run_dir / "checkpoints", resumable=False)
     if found is None:
         raise ConfigError(f"{run_dir} has no checkpoint to sample from")
     tensors, _ = found
@@ -133,13 +167,30 @@ def cmd_sample(args) -> int:
         module.eval().requires_grad_(False)
     torch.manual_seed(args.seed)  # for samplers that draw from the global generator
     with torch.no_grad():
-        samples = sampler.draw(sampler.generator, args.n, args.seed)
+        drawn = sampler.draw(sampler.generator, args.n, args.seed)
+    values = drawn.values
+    if args.images:
+        if sampler.images is None:
+            raise ConfigError(f"--images: modality {run.modality!r} does not make pictures")
+        values = sampler.images(values)
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, samples)
-    tmp.replace(out)
-    print(f"wrote {args.n} samples of shape {samples.shape[1:]} to {out}")
+    _save_npy(out, values)
+    print(f"wrote {args.n} samples of shape {values.shape[1:]} to {out}"
+          + ("" if args.images else f" ({drawn.about})" if drawn.about else "")
+          + (", [0, 1] images (N, H, W, C)" if args.images else ""))
+    if drawn.conditions is not None:
+        beside = out.with_name(out.stem + ".conditions.npy")
+        _save_npy(beside, drawn.conditions)
+        print(f"wrote the condition (class or prompt index) of each sample to {beside}")
     return 0
+
+
+def _save_npy(path: Path, array) -> None:
+    import numpy as np
+
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
 
 
 def _teacher_run_hint(run_dir: Path) -> str | None:
@@ -163,6 +214,7 @@ def _load_weights(module, tensors: dict, prefix: str, name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="unidistill", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
     for name, what in (("distill", "distil a teacher into a one/few-step student"),
                        ("teach", "train a diffusion teacher on data and export it")):
@@ -171,20 +223,49 @@ def main(argv: list[str] | None = None) -> int:
         d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
         d.add_argument("--out", help="run directory (default runs/<config name>)")
         d.add_argument("--resume", help="resume from this checkpoint folder instead of the run's latest")
+        d.add_argument("--resume-changed", action="store_true",
+                       help="resume even if the config changes what the checkpoint trained (divergence, nets, ...)")
         d.set_defaults(fn=cmd_train)
     s = sub.add_parser("sample", help="draw samples from a trained run's EMA generator")
     s.add_argument("run_dir")
     s.add_argument("--n", type=int, default=1000)
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--images", action="store_true", help="write pictures in [0, 1], (N, H, W, C), as the pipeline")
     s.set_defaults(fn=cmd_sample)
     args = p.parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, KeyError, ValueError, FileNotFoundError, CheckpointError) as e:
+    except Exception as e:
+        if args.debug:
+            raise
+        code, msg = explain(e)
+        print(f"unidistill: {msg}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("unidistill: interrupted before training started; nothing was trained", file=sys.stderr)
+        return 130
+
+
+def explain(e: Exception) -> tuple[int, str]:
+    """(exit code, one line) for any error a command can meet; the traceback only with --debug."""
+    if isinstance(e, Interrupted):
+        return e.exit_code, f"interrupted: {e}"
+    if isinstance(e, TrainingError):
+        return EXIT_TRAINING_FAILED, f"error: {e}"
+    if isinstance(e, (ConfigError, CheckpointError, RunLocked, FileNotFoundError, KeyError, ValueError)):
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"unidistill: error: {msg}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT, f"error: {' '.join(str(msg).split())}"
+    text = " ".join(str(e).split())
+    if isinstance(e, MemoryError) or "not enough memory" in text or "out of memory" in text:
+        return EXIT_BAD_INPUT, ("error: out of memory (" + (text[:160] or type(e).__name__) + "); lower "
+                                "train.batch_size or the network sizes")
+    if isinstance(e, OSError):
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        return EXIT_BAD_INPUT, f"error: {e.strerror or text}{where}"
+    return EXIT_UNEXPECTED, f"error: unexpected {type(e).__name__}: {text[:300]} (rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":

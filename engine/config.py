@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,23 +25,54 @@ def build(cls, data: dict | None, where: str, base: Any = None) -> Any:
     its defaults for every key a config does not set."""
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError(f"config section {where} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"config section {where or 'top level'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in fields:
-            raise ConfigError(f"unknown config key {where}.{key}{_moved(hints, key, where)}; "
+            raise ConfigError(f"unknown config key {_key(where, key)}{_moved(hints, key, where)}; "
                               f"allowed: {', '.join(fields)}")
     kwargs = {}
     for k, v in data.items():
         default = getattr(base, k) if base is not None else _default(fields[k])
-        kwargs[k] = _coerce(hints[k], v, f"{where}.{k}", default)
+        kwargs[k] = _coerce(hints[k], v, _key(where, k), default)
+        check_bounds(fields[k], kwargs[k], _key(where, k))
     if base is not None:
         kwargs.update({k: copy.deepcopy(getattr(base, k)) for k, f in fields.items() if k not in kwargs and f.init})
     try:
         return cls(**kwargs)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"config section {where}: {e}") from None
+        raise ConfigError(f"config section {where or 'top level'}: {e}") from None
+
+
+def bounded(default: Any = dataclasses.MISSING, lo: float | None = None, hi: float | None = None, *,
+            lo_open: bool = False, hi_open: bool = False, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field whose value (each value, for lists and dicts) must lie in [lo, hi] (open ends with
+    lo_open / hi_open); `build` checks it, and a config outside it fails naming the key and the range."""
+    bounds = {"bounds": (lo, hi, lo_open, hi_open)}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=bounds)
+    return field(default=default, metadata=bounds)
+
+
+def check_bounds(f: dataclasses.Field, value: Any, where: str) -> None:
+    """Raise a one-line ConfigError when `value` (or an element of it) lies outside the field's bounds."""
+    if "bounds" not in f.metadata or value is None:
+        return
+    lo, hi, lo_open, hi_open = f.metadata["bounds"]
+    values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if v is None:
+            continue
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or \
+                (lo is not None and (v < lo or (lo_open and v == lo))) or \
+                (hi is not None and (v > hi or (hi_open and v == hi))):
+            lower = "" if lo is None else f"{'>' if lo_open else '>='} {lo:g}"
+            upper = "" if hi is None else f"{'<' if hi_open else '<='} {hi:g}"
+            rule = " and ".join(r for r in (lower, upper) if r)
+            raise ConfigError(f"config key {where} must be {rule}, got {value!r}")
 
 
 def _moved(hints: dict, key: str, where: str) -> str:
@@ -48,8 +80,23 @@ def _moved(hints: dict, key: str, where: str) -> str:
     for name, tp in hints.items():
         for cand in (tp, *typing.get_args(tp)):
             if dataclasses.is_dataclass(cand) and key in {f.name for f in dataclasses.fields(cand)}:
-                return f" (did you mean {where}.{name}.{key}?)"
+                return f" (did you mean {_key(_key(where, name), key)}?)"
     return ""
+
+
+def _yaml_number(text: str) -> Any:
+    """A number written without the dot YAML 1.1 wants (`1e-4`, `3E5`), else the text unchanged."""
+    import re
+
+    if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text.strip()):
+        number = float(text)
+        return int(number) if number.is_integer() and "e" not in text.lower() and "." not in text else number
+    return text
+
+
+def _key(where: str, key: str) -> str:
+    """The dotted key a user writes (and passes to --set): `where` is "" for a backend's own section."""
+    return f"{where}.{key}" if where else key
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -104,14 +151,18 @@ def _coerce(tp, value, where: str, default: Any = None):
         if isinstance(value, bool):
             return value
         raise ConfigError(f"config key {where} must be true or false, got {value!r}")
+    if tp in (int, float) and isinstance(value, str):
+        value = _yaml_number(value)  # PyYAML reads 1e-4 (no dot) as a string; YAML 1.2 and JSON read a number
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
             return int(value)
         raise ConfigError(f"config key {where} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"config key {where} must be a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"config key {where} must be a number, got {value!r}")
     if tp is str:
@@ -154,38 +205,58 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 class TrainConfig:
     """The `train:` section: the loop's settings, the same for every modality."""
 
-    steps: int = 1000  # generator updates in total
-    batch_size: int = 256  # global batch, split evenly over processes
-    aux_steps: int = 1  # auxiliary (fake score / discriminator) updates per generator update
+    steps: int = bounded(1000, lo=1)  # generator updates in total
+    batch_size: int = bounded(256, lo=1)  # global batch, split evenly over processes
+    aux_steps: int = bounded(1, lo=0)  # auxiliary (fake score / discriminator) updates per generator update
     # learning rate per module ("generator", "fake", ...; missing -> generator's); a key "module.prefix"
     # gives the module's parameters whose names start with that prefix a group with its own rate
-    lr: dict[str, float] = field(default_factory=lambda: {"generator": 1e-4})
-    betas: list[float] = field(default_factory=lambda: [0.0, 0.999])  # Adam betas (SiD/DMD use beta1 = 0)
-    weight_decay: float = 0.0  # AdamW decoupled weight decay
-    warmup_steps: int = 0  # linear learning-rate warm-up
+    lr: dict[str, float] = bounded(lo=0, lo_open=True, factory=lambda: {"generator": 1e-4})
+    betas: list[float] = bounded(lo=0, hi=1, hi_open=True, factory=lambda: [0.0, 0.999])  # Adam betas
+    weight_decay: float = bounded(0.0, lo=0)  # AdamW decoupled weight decay
+    warmup_steps: int = bounded(0, lo=0)  # linear learning-rate warm-up
     schedule: Literal["constant", "cosine"] = "constant"  # learning-rate decay after warm-up
-    grad_clip: float = 10.0  # max global grad norm per module (0 = off)
-    ema_decay: float = 0.999  # EMA of generator weights, used for evaluation and sampling
+    grad_clip: float = bounded(10.0, lo=0)  # max global grad norm per module (0 = off)
+    ema_decay: float = bounded(0.999, lo=0, hi=1, hi_open=True)  # EMA of generator weights (evaluation, sampling)
     mixed_precision: Literal["no", "bf16"] = "no"  # autocast dtype for the forward passes
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where to train
+    threads: int | None = bounded(None, lo=1)  # intra-op CPU threads (torch.set_num_threads); None = torch's
     seed: int = 0  # seeds all randomness
-    max_skipped: int = 20  # abort after this many consecutive non-finite steps
-    log_every: int = 10  # CSV/TensorBoard row every N steps
-    eval_every: int = 0  # evaluate (EMA) every N steps; 0 = only at the end
-    checkpoint_every: int = 500  # checkpoint every N steps (and at the end)
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    max_skipped: int = bounded(20, lo=0)  # abort after this many consecutive non-finite steps
+    log_every: int = bounded(10, lo=1)  # CSV/TensorBoard row every N steps
+    eval_every: int = bounded(0, lo=0)  # evaluate (EMA) every N steps; 0 = only at the end
+    checkpoint_every: int = bounded(500, lo=1)  # checkpoint every N steps (and at the end, and on SIGINT/SIGTERM)
+    keep_checkpoints: int = bounded(2, lo=1)  # newest checkpoints kept on disk
     progress: bool = True  # show a progress bar
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("aux_steps", "eval_every", "warmup_steps", "max_skipped"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if any(v <= 0 for v in self.lr.values()):
-            raise ValueError(f"train.lr values must be > 0, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        for f in dataclasses.fields(self):  # also when built in Python rather than from a config
+            check_bounds(f, getattr(self, f.name), f"train.{f.name}")
         if len(self.betas) != 2:
-            raise ValueError(f"train.betas must have two numbers, got {self.betas}")
+            raise ConfigError(f"config key train.betas must have two numbers, got {self.betas}")
+
+
+# keys a resume may change: how long, how often and how a run reports, not what it trains
+RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
+             "train.progress", "train.max_skipped", "train.device", "train.threads", "eval")
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are leaves."""
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def changed_keys(old: dict, new: dict, keep: tuple[str, ...] = RESUMABLE) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two resolved configs, except those under `keep`."""
+    a, b = flatten(old), flatten(new)
+    out = {}
+    for k in sorted(set(a) | set(b)):
+        if any(k == p or k.startswith(p + ".") for p in keep):
+            continue
+        if a.get(k, "<absent>") != b.get(k, "<absent>"):
+            out[k] = (a.get(k, "<absent>"), b.get(k, "<absent>"))
+    return out

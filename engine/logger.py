@@ -8,15 +8,22 @@ from pathlib import Path
 
 class RunLogger:
     """Appends one row per call to a CSV file; the first row fixes the columns (objectives log the
-    same keys every step), on resume the existing header is kept."""
+    same keys every step), on resume the existing header is kept and rows after step `after` (the
+    checkpoint resumed from) are dropped, so each step is logged once, in order."""
 
-    def __init__(self, path: str | Path, resume: bool = False, tensorboard: bool = True):
+    def __init__(self, path: str | Path, resume: bool = False, tensorboard: bool = True, after: int | None = None):
         self.path = Path(path)
         self.columns: list[str] | None = None
         if resume and self.path.is_file():
-            with open(self.path) as f:
-                header = f.readline().strip()
-            self.columns = header.split(",") if header else None
+            with open(self.path, newline="") as f:
+                rows = list(csv.reader(f))
+            self.columns = rows[0] if rows and rows[0] else None
+            if after is not None and self.columns:
+                kept = [r for r in rows[1:] if len(r) == len(self.columns) and _step(r[0]) <= after]
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                with open(tmp, "w", newline="") as f:
+                    csv.writer(f).writerows([self.columns, *kept])
+                tmp.replace(self.path)
         elif self.path.exists():
             self.path.unlink()
         self.tb = None
@@ -44,6 +51,13 @@ class RunLogger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _step(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.inf  # a torn row from a killed run: dropped
 
 
 def _num(v) -> float:

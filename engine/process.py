@@ -109,6 +109,8 @@ class VPLinearProcess(GaussianProcess):
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3):
         if not 0 <= beta_min < beta_max:
             raise ValueError(f"vp_linear needs 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        if not 0 < t_min < 1:
+            raise ValueError(f"vp_linear needs 0 < t_min < 1, got {t_min}")
         self.beta_min, self.beta_max = beta_min, beta_max
         self.t_min, self.t_max = t_min, 1.0
 
@@ -124,6 +126,8 @@ class VPCosineProcess(GaussianProcess):
     """Cosine schedule (Nichol & Dhariwal 2021): alpha = cos(pi/2 (t+s)/(1+s)) / cos(pi/2 s/(1+s))."""
 
     def __init__(self, s: float = 0.008, t_min: float = 1e-3, t_max: float = 0.999):
+        if not (s >= 0 and 0 <= t_min < t_max < 1):
+            raise ValueError(f"vp_cosine needs s >= 0 and 0 <= t_min < t_max < 1, got s {s}, {t_min}, {t_max}")
         self.s = s
         self.t_min, self.t_max = t_min, t_max
 
@@ -140,6 +144,8 @@ class RectifiedFlowProcess(GaussianProcess):
     """Rectified flow / flow matching (Liu et al. 2023; Lipman et al. 2023): alpha = 1 - t, sigma = t."""
 
     def __init__(self, t_min: float = 1e-3, t_max: float = 0.999):
+        if not 0 < t_min < t_max < 1:
+            raise ValueError(f"rectified_flow needs 0 < t_min < t_max < 1, got {t_min}, {t_max}")
         self.t_min, self.t_max = t_min, t_max
 
     def alpha(self, t: Tensor) -> Tensor:
@@ -200,9 +206,14 @@ def uniform(t_min: float | None = None, t_max: float | None = None, t_max_end: f
     """t ~ U[t_min, hi]; defaults to the process's own range. With t_max_end, hi moves linearly from
     t_max to t_max_end while the training fraction goes from anneal[0] to anneal[1] (equal ends: a jump,
     as ProlificDreamer's 0.98 -> 0.5 after 5k of 25k steps is (0.2, 0.2))."""
+    if len(anneal) != 2:
+        raise ValueError(f"uniform anneal must be [start, end], got {list(anneal)}")
     lo_a, hi_a = (float(v) for v in anneal)
     if not 0 <= lo_a <= hi_a <= 1:
         raise ValueError(f"uniform anneal must be [start, end] with 0 <= start <= end <= 1, got {list(anneal)}")
+    for hi in (t_max, t_max_end):
+        if t_min is not None and hi is not None and not t_min < hi:
+            raise ValueError(f"uniform needs t_min < t_max (and < t_max_end), got t_min {t_min}, {hi}")
 
     def sample(n, process, device=None, generator=None, progress=0.0):
         lo = process.t_min if t_min is None else t_min
@@ -218,6 +229,8 @@ def uniform(t_min: float | None = None, t_max: float | None = None, t_max_end: f
 @TIME_SAMPLERS.register("lognormal")
 def lognormal(p_mean: float = -1.2, p_std: float = 1.2) -> Callable:
     """EDM training distribution: ln sigma ~ N(p_mean, p_std^2), clipped to the process range."""
+    if not p_std > 0:
+        raise ValueError(f"lognormal p_std must be > 0, got {p_std}")
 
     def sample(n, process, device=None, generator=None, progress=0.0):
         s = torch.exp(p_mean + p_std * torch.randn(n, device=device, generator=generator))
@@ -229,6 +242,8 @@ def lognormal(p_mean: float = -1.2, p_std: float = 1.2) -> Callable:
 @TIME_SAMPLERS.register("logit_normal")
 def logit_normal(mean: float = 0.0, std: float = 1.0) -> Callable:
     """t = sigmoid(N(mean, std^2)) rescaled to the process range (Esser et al. 2024, for flows)."""
+    if not std > 0:
+        raise ValueError(f"logit_normal std must be > 0, got {std}")
 
     def sample(n, process, device=None, generator=None, progress=0.0):
         u = torch.sigmoid(mean + std * torch.randn(n, device=device, generator=generator))
@@ -275,6 +290,8 @@ def karras(n_grid: int | None = 64, rho: float = 7.0, u_max: float = 1.0) -> Cal
 @TIME_SAMPLERS.register("beta")
 def beta(a: float = 1.0, b: float = 1.0) -> Callable:
     """t = t_min + (t_max - t_min) * Beta(a, b)."""
+    if not (a > 0 and b > 0):
+        raise ValueError(f"beta needs a > 0 and b > 0, got a {a}, b {b}")
 
     def sample(n, process, device=None, generator=None, progress=0.0):
         # Beta via two Gammas would not take a generator; use the inverse of two uniforms' ordering

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .config import bounded
+
 
 @dataclass
 class ContinuousRecipe:
@@ -29,9 +31,9 @@ class DiscreteRecipe:
     time_sampler: dict[str, Any] = field(default_factory=lambda: {"name": "uniform"})  # corruption times
     coupled_time: bool = False  # corrupt at the rollout's first intermediate time instead of time_sampler
     time_weight: Literal["none", "inverse_t"] = "none"  # omega(t) on the reward: 1, or 1/t clamped to [0.1, 10]
-    corruptions: int = 1  # corrupted copies of each sample averaged in its reward
-    ism_weight: float = 0.0  # intermediate-state matching KL(teacher || student) at the rollout states
-    entropy_weight: float = 0.0  # entropy bonus on the student's predictions at the rollout states
+    corruptions: int = bounded(1, lo=1)  # corrupted copies of each sample averaged in its reward
+    ism_weight: float = bounded(0.0, lo=0)  # intermediate-state matching KL(teacher || student) at rollout states
+    entropy_weight: float = bounded(0.0, lo=0)  # entropy bonus on the student's predictions at the rollout states
     reuse_rollouts: bool = False  # the discriminator's fake side is the previous generator step's rollout
     discriminator: dict[str, Any] | None = None  # options of the backend's discriminator
     real: str = "teacher"  # the discriminator's real side: one of the backend's sources

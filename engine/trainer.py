@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from .config import TrainConfig, changed_keys
+from .errors import Interrupted, TrainingError
 from .logger import RunLogger
 from .noise import Noise
 from .objective import Objective, Progress
@@ -28,7 +32,10 @@ class Trainer:
     """Trains an Objective; `fit()` resumes from the run directory's latest checkpoint if any."""
 
     def __init__(self, objective: Objective, cfg: TrainConfig, out_dir: str | Path,
-                 accelerator=None, resume: str | Path | None = None):
+                 accelerator=None, resume: str | Path | None = None, run_config: dict | None = None,
+                 resume_changed: bool = False):
+        """`run_config` (the resolved config) is stored in every checkpoint and written to config.yaml once
+        resuming succeeded; a resume whose config changes the math is refused unless `resume_changed`."""
         from accelerate import Accelerator
 
         if "generator" not in objective.modules:
@@ -42,6 +49,8 @@ class Trainer:
             raise ValueError(f"train.batch_size {cfg.batch_size} does not split over {self.world} processes")
         self.n = cfg.batch_size // self.world
         self.resume_from = resume
+        self.run_config, self.resume_changed = run_config, resume_changed
+        self._stop: int | None = None  # the signal that asked the run to stop
         torch.manual_seed(cfg.seed + 1000 * self.rank)
         self.noise = Noise(cfg.seed, self.rank, self.world, self.acc.device)
         for m in objective.modules.values():
@@ -101,7 +110,22 @@ class Trainer:
         if finite:
             for name in names:
                 self.opt[name].step(self._lr_factor())
+            self._check_weights(names)
         return finite, norms
+
+    def _check_weights(self, names: list[str]) -> None:
+        """After a step: every updated parameter still finite (one max-abs pass, one sync), or stop before
+        the EMA or a checkpoint can take the bad values."""
+        maxima = torch.stack([max_abs(self._params[name]) for name in names])
+        flag = torch.isfinite(maxima).all().float()
+        if self.world > 1:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        if not bool(flag.item()):
+            bad = [name for name, m in zip(names, maxima) if not torch.isfinite(m)] or names
+            raise TrainingError(
+                f"the update at step {self.step + 1} made the {', '.join(map(repr, bad))} weights non-finite "
+                f"(train.lr {self.cfg.lr} too large?); nothing after step {self.step} was checkpointed: "
+                f"{self._last_good_hint()}")
 
     def _all_reduce(self, params: list[nn.Parameter]) -> None:
         """Average gradients over processes in one flat all-reduce (data-parallel, as DDP does)."""
@@ -137,9 +161,14 @@ class Trainer:
         self.skipped[phase] += 1
         self.consecutive[phase] += 1
         if self.consecutive[phase] > self.cfg.max_skipped:
-            raise FloatingPointError(
+            raise TrainingError(
                 f"{self.consecutive[phase]} consecutive non-finite {phase} updates at step {self.step}; "
-                "lower the learning rate or check the teacher's outputs (train.max_skipped sets the limit)")
+                "lower the learning rate or check the teacher's outputs (train.max_skipped sets the limit); "
+                f"{self._last_good_hint()}")
+
+    def _last_good_hint(self) -> str:
+        path = ckpt.latest(self.out / "checkpoints")
+        return f"the newest checkpoint is {path}" if path is not None else "no checkpoint was written"
 
     def train_step(self) -> dict[str, Tensor | float]:
         """k auxiliary updates then one generator update; returns scalars (tensors) to log."""
@@ -229,11 +258,19 @@ class Trainer:
         self.step = int(meta["step"])
         self.skipped = dict(meta["skipped"])
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self) -> Path | None:
         tensors, meta = self.state_tensors()
+        if self.run_config is not None:
+            meta["config"] = self.run_config
+        bad = ckpt.non_finite(tensors)
+        if bad is not None:  # never on disk: a checkpoint is a promise that resuming from it is safe
+            raise TrainingError(f"step {self.step}: {bad} is non-finite; the checkpoint was not written; "
+                                f"{self._last_good_hint()}")
+        path = None
         if self.acc.is_main_process:
-            ckpt.save(self.out / "checkpoints", self.step, tensors, meta, keep=self.cfg.keep_checkpoints)
+            path = ckpt.save(self.out / "checkpoints", self.step, tensors, meta, keep=self.cfg.keep_checkpoints)
         self.acc.wait_for_everyone()
+        return path
 
     def _resume(self) -> bool:
         if self.resume_from is not None:
@@ -243,8 +280,25 @@ class Trainer:
             if found is None:
                 return False
             tensors, meta = found
+        self._check_config(meta)
         self.load_state(tensors, meta)
         return True
+
+    def _check_config(self, meta: dict) -> None:
+        """Refuse a resume whose config changes anything but the run's length, cadence and evaluation."""
+        saved = meta.get("config")
+        if self.run_config is None or saved is None:
+            return
+        changed = changed_keys(saved, self.run_config)
+        if not changed:
+            return
+        what = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:4])
+        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+        if not self.resume_changed:
+            raise ckpt.CheckpointError(
+                f"resuming {self.out} would change what it trains ({what}{more}); use a new --out, or pass "
+                "--resume-changed to continue the checkpoint under the new config")
+        print(f"resuming under a changed config: {what}{more}", flush=True)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
@@ -264,8 +318,12 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         resumed = self._resume()
         main = self.acc.is_main_process
-        logger = RunLogger(self.out / "log.csv", resume=resumed) if main else None
-        eval_log = RunLogger(self.out / "eval.csv", resume=resumed, tensorboard=False) if main else None
+        if main and self.run_config is not None:  # only now: a refused resume leaves config.yaml as it was
+            write_config(self.out / "config.yaml", self.run_config)
+        # rows after the checkpoint's step were logged by a run that did not live to checkpoint them
+        after = self.step if resumed else None
+        logger = RunLogger(self.out / "log.csv", resume=resumed, after=after) if main else None
+        eval_log = RunLogger(self.out / "eval.csv", resume=resumed, after=after, tensorboard=False) if main else None
         end = min(self.cfg.steps, stop_at) if stop_at is not None else self.cfg.steps
         bar = None
         if self.cfg.progress and self.acc.is_main_process:
@@ -275,6 +333,7 @@ class Trainer:
                        dynamic_ncols=True)
         metrics: dict[str, float] = {}
         t0 = time.perf_counter()
+        handlers = self._catch_signals()
         try:
             while self.step < end:
                 row = self.train_step()
@@ -296,6 +355,13 @@ class Trainer:
                         eval_log.log(self.step, m)
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == end:
                     self.save_checkpoint()
+                elif self._stop_requested():
+                    self.save_checkpoint()
+                if self._stop_requested():
+                    raise Interrupted(self._stop, self.step, ckpt.latest(self.out / "checkpoints"))
+            if self.step >= self.cfg.steps and self.skipped["generator"] >= self.step:
+                raise TrainingError(f"every one of the {self.step} generator updates was non-finite (skipped); "
+                                    "no usable weights: lower train.lr or check the teacher's outputs")
             if self.step >= self.cfg.steps:
                 metrics = self.evaluate()
                 if main:
@@ -303,6 +369,7 @@ class Trainer:
                     metrics["skipped_steps"] = float(sum(self.skipped.values()))
                     (self.out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
         finally:
+            self._restore_signals(handlers)
             if bar is not None:
                 bar.close()
             if logger is not None:
@@ -310,8 +377,50 @@ class Trainer:
                 eval_log.close()
         return metrics
 
+    # ------------------------------------------------------------------ interrupts
+    def _catch_signals(self) -> dict:
+        """SIGINT/SIGTERM ask the loop to checkpoint after the current step and stop; a second one stops at
+        once (the checkpoint being written stays atomic)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def ask(signum, frame):
+            if self._stop is not None:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            self._stop = signum
+
+        return {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _restore_signals(self, handlers: dict) -> None:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+    def _stop_requested(self) -> bool:
+        """Whether a signal asked to stop, agreed by every process (they stop at the same step)."""
+        flag = torch.tensor(float(self._stop or 0))
+        if self.world > 1:
+            flag = flag.to(self.acc.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            self._stop = int(flag.item()) or None
+        return self._stop is not None
+
     def end(self) -> None:
         """Wait for every process, then release the process group (accelerate's end_training);
         tearing down while another rank is still writing can abort gloo."""
         self.acc.wait_for_everyone()
         self.acc.end_training()
+
+
+def max_abs(tensors) -> Tensor:
+    """max |x| over a list of tensors as one scalar; NaN if any entry is NaN, inf if any is infinite."""
+    return torch.stack([t.detach().abs().amax() for t in tensors]).amax().float()
+
+
+def write_config(path: Path, data: dict) -> None:
+    """The resolved config as YAML, written atomically."""
+    import yaml
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)

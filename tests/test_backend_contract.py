@@ -120,6 +120,11 @@ def test_sample_builds_the_generator_only(tmp_path):
 
     a, b, c = (np.load(tmp_path / f"{k}.npy") for k in "abc")
     assert a.shape == (5, 1, 8, 8) and (a == c).all() and not (a == b).all()  # --seed reaches the sampler
+    assert np.load(tmp_path / "a.conditions.npy").tolist() == [0, 1, 2, 3, 4]  # the class of each sample, beside
+    assert main(["sample", str(run), "--n", "5", "--out", str(tmp_path / "d.npy"), "--seed", "1", "--images"]) == 0
+    d = np.load(tmp_path / "d.npy")
+    assert d.shape == (5, 8, 8, 1) and d.min() >= 0 and d.max() <= 1  # as the exported pipeline returns them
+    np.testing.assert_allclose(d, np.clip(a / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1))
     assert json.loads((run / "metrics.json").read_text())
 
 

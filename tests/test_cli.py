@@ -146,11 +146,11 @@ RING = str(Path(__file__).parents[1] / "examples" / "toy" / "ring8_sid.yaml")
                              "allowed: hidden, depth"),
     ("distill.real=corpus", "distill.real = 'corpus' is not a source of real samples here; "
                             "choose one of: data, teacher"),
-    ("divergence={name: sim}", "unknown config key config.divergence (did you mean config.distill.divergence?)"),
+    ("divergence={name: sim}", "unknown config key divergence (did you mean distill.divergence?)"),
     ("process.name=vq", "unknown process 'vq'"),
     ("mixture.ring.weights=[0.5, 0.6]", "config key mixture: weights must have shape (8,)"),
     ("modality=images3d", "unknown modality 'images3d'"),
-    ("generatr.hidden=3", "unknown config key config.generatr; allowed: mixture, process"),
+    ("generatr.hidden=3", "unknown config key generatr; allowed: mixture, process"),
 ])
 def test_bad_config_fails_in_one_line(override, expected, capsys, tmp_path):
     err = run_err(["distill", RING, "--out", str(tmp_path), "--set", override], capsys)

@@ -9,6 +9,7 @@ from tiny import make_objective
 
 from unidistill.engine import checkpoint as ckpt
 from unidistill.engine.config import ConfigError, TrainConfig, build
+from unidistill.engine.errors import TrainingError
 from unidistill.engine.trainer import Trainer
 
 
@@ -93,7 +94,7 @@ def test_persistent_nan_aborts(tmp_path):
     obj = make_objective()
     real_loss = obj.generator_loss
     obj.generator_loss = lambda noise, n, progress: (real_loss(noise, n, progress)[0] * float("nan"), {})
-    with pytest.raises(FloatingPointError, match="consecutive non-finite generator updates"):
+    with pytest.raises(TrainingError, match="consecutive non-finite generator updates"):
         Trainer(obj, cfg(steps=50, max_skipped=3), tmp_path).fit()
 
 

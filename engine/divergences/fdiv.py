@@ -82,6 +82,8 @@ class FDivergence(Divergence):
 
     def __init__(self, f: str = "fkl", weighting: str = "sigma2", log_ratio_clip: float = 10.0,
                  normalise_h: bool = False):
+        if not log_ratio_clip > 0:
+            raise ValueError(f"log_ratio_clip must be > 0, got {log_ratio_clip}")
         self.name = f
         self.fn = F_FUNCTIONS.get(f)
         self.weighting = WEIGHTINGS.get(weighting)

@@ -44,6 +44,8 @@ class PolicyGradient:
         self.fn = F_FUNCTIONS.get(f)
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
+        if (clip is not None and not clip > 0) or not log_ratio_clip > 0:
+            raise ValueError(f"clip (or null) and log_ratio_clip must be > 0, got {clip}, {log_ratio_clip}")
         self.group_size = group_size
         self.normalise = normalise
         self.clip = clip

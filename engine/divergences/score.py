@@ -22,6 +22,8 @@ def l2(y, t):
 
 def pseudo_huber(c: float):
     """d(y) = sqrt(||y||^2 + c^2) - c (SIM, Luo et al. 2024), d'(y) = y / sqrt(||y||^2 + c^2)."""
+    if not c > 0:
+        raise ValueError(f"pseudo-Huber c must be > 0, got {c}")
 
     def d(y, t):
         n = torch.sqrt(per_element(y**2, t) + c**2)

@@ -19,6 +19,8 @@ class UniInstruct(Divergence):
     needs = frozenset({"fake", "ratio"})
 
     def __init__(self, f: str = "fkl", weighting: str = "sigma4", log_ratio_clip: float = 10.0):
+        if not log_ratio_clip > 0:
+            raise ValueError(f"log_ratio_clip must be > 0, got {log_ratio_clip}")
         self.fn = F_FUNCTIONS.get(f)
         self.weighting = WEIGHTINGS.get(weighting)
         self.clip = log_ratio_clip

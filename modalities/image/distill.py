@@ -113,7 +113,8 @@ def teacher_pool(teacher: Teacher, n: int, cache: Path, steps: int = 18) -> tupl
             return saved["x"], saved.get("y")
     n_conds = teacher.denoiser.num_conds
     y = torch.arange(n) % n_conds if n_conds else None
-    x = sample_teacher(teacher.denoiser, n, steps, y, generator=torch.Generator().manual_seed(1234))
+    x = sample_teacher(teacher.denoiser, n, steps, y, generator=torch.Generator().manual_seed(1234),
+                       progress=f"teacher pool ({steps} Heun steps)")
     tmp = cache.with_name(cache.name + ".tmp")
     save_file({"x": x.contiguous(), **({"y": y} if y is not None else {})}, tmp)
     tmp.replace(cache)

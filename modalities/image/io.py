@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unidistill.engine.backend import Sampler
+from unidistill.engine.backend import Drawn, Sampler
 from unidistill.engine.config import ConfigError
 
 from .config import ImageConfig
@@ -80,7 +80,7 @@ def load_student(folder: str | Path):
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder} is not a student pipeline folder (no model_index.json)")
-    return OneStepPipeline.from_pretrained(str(folder), local_files_only=True)
+    return OneStepPipeline.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
 
 
 def sampler(cfg: ImageConfig) -> Sampler:
@@ -93,11 +93,17 @@ def sampler(cfg: ImageConfig) -> Sampler:
     except ValueError as e:
         raise ConfigError(f"config key student_sigmas: {e}") from None
 
-    def draw(g, n: int, seed: int) -> np.ndarray:
-        x, _ = draw_student(g, n, teacher.shape, teacher.denoiser.num_conds, seed=seed)
-        return teacher.decode(x).numpy()
+    def draw(g, n: int, seed: int) -> Drawn:
+        x, c = draw_student(g, n, teacher.shape, teacher.denoiser.num_conds, seed=seed)
+        images = teacher.decode(x).numpy()
+        what = "classes" if teacher.prompts is None else "prompts (indices into prompts:)"
+        return Drawn(images, None if c is None else c.numpy(),
+                     f"images (N, C, H, W) with values about [-1, 1]{'' if c is None else f', {what} cycling'}")
 
-    return Sampler(generator, draw)
+    def pictures(values: np.ndarray) -> np.ndarray:  # as the exported OneStepPipeline returns them
+        return np.clip(values / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
+
+    return Sampler(generator, draw, images=pictures)
 
 
 def write_tiny_teacher(folder: Path) -> Path:

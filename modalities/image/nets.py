@@ -16,6 +16,8 @@ class ImageDiscriminator(nn.Module):
     def __init__(self, channels: int, process: GaussianProcess, sigma_data: float, width: int = 64,
                  num_conds: int = 0):
         super().__init__()
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"discriminator width must be an integer >= 1, got {width!r}")
         self.process, self.sigma_data = process, sigma_data
         self.inp = nn.Conv2d(channels, width, 3, padding=1)
         self.time = TimestepEmbedding(2 * width)

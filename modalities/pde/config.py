@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from unidistill.engine.config import bounded
 from unidistill.engine.recipe import ContinuousRecipe
 
 
 @dataclass
 class EvalConfig:
-    n_samples: int = 256  # student samples whose relative residual and channel spread are logged
+    n_samples: int = bounded(256, lo=2)  # student samples whose relative residual and channel spread are logged
 
 
 def _recipe() -> ContinuousRecipe:
@@ -21,7 +22,7 @@ def _recipe() -> ContinuousRecipe:
 @dataclass
 class PDEConfig:
     teacher: str = "darcy"  # shipped: darcy | poisson; or a PDE teacher folder (unet/, scheduler/, pde.json)
-    student_sigmas: list[float] = field(default_factory=lambda: [5.0])  # EDM noise level of each student step
+    student_sigmas: list[float] = bounded(lo=0, lo_open=True, factory=lambda: [5.0])  # EDM sigma of each step
     # the engine's recipe; the fake score is a copy of the teacher; no discriminator (fdiv and uni are refused);
     # reward `residual` {alpha, through: solution | all} is Phys-Instruct's PDE guidance, alpha its lambda
     distill: ContinuousRecipe = field(default_factory=_recipe)
@@ -30,8 +31,8 @@ class PDEConfig:
 
 @dataclass
 class TeachEval:
-    n_samples: int = 64  # unconditional samples whose relative PDE residual is logged
-    steps: int = 18  # Heun steps of the probability-flow ODE for those samples
+    n_samples: int = bounded(64, lo=1)  # unconditional samples whose relative PDE residual is logged
+    steps: int = bounded(18, lo=1)  # Heun steps of the probability-flow ODE for those samples
 
 
 @dataclass

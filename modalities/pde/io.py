@@ -10,10 +10,9 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from unidistill.engine.backend import Sampler
+from unidistill.engine.backend import Drawn, Sampler
 from unidistill.engine.config import ConfigError
 
 from .config import PDEConfig
@@ -51,7 +50,9 @@ def load_teacher(source: str | Path) -> PDETeacher:
             raise FileNotFoundError(f"teacher folder {folder} has no {need}")
     info = json.loads((folder / "pde.json").read_text())
     pde = build_pde(info["pde"], **info.get("options", {}))
-    net = UNet2DModel.from_pretrained(folder / "unet")
+    from unidistill.modalities.shared.folders import load_weights
+
+    net = load_weights(UNet2DModel, folder / "unet")
     c, size = len(pde.channels), info["size"]
     if net.config.in_channels != c or net.config.out_channels != c or net.config.sample_size != size:
         raise ValueError(f"teacher {folder}: the network is {net.config.in_channels} channels at "
@@ -128,8 +129,10 @@ def sampler(cfg: PDEConfig) -> Sampler:
     except ValueError as e:
         raise ConfigError(f"config key student_sigmas: {e}") from None
 
-    def draw(g, n: int, seed: int) -> np.ndarray:
-        return teacher.norm.to_physical(sample_student(g, teacher, n, seed).double()).numpy()
+    def draw(g, n: int, seed: int) -> Drawn:
+        x = teacher.norm.to_physical(sample_student(g, teacher, n, seed).double()).numpy()
+        return Drawn(x, about=f"{teacher.pde.name} fields (N, C, H, W) in physical units, channels "
+                              f"{', '.join(teacher.pde.channels)}")
 
     return Sampler(generator, draw)
 

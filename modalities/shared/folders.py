@@ -10,6 +10,30 @@ from typing import Any
 from .denoiser import DiffusersDenoiser, Parameterisation
 
 NETWORK_FOLDERS = ("unet", "transformer")
+# weights load from safetensors only, from local files only: a folder holding only pickled weights (.bin,
+# .pt) is refused, since unpickling runs code
+SAFE = {"use_safetensors": True, "local_files_only": True}
+
+
+def load_weights(cls, folder: Path, **kwargs):
+    """cls.from_pretrained(folder) from safetensors only, quietly; a folder whose weights are only pickled
+    (.bin, .pt, .ckpt) is refused in one line naming the file."""
+    import diffusers
+    import transformers
+
+    pickled = sorted(p.name for p in Path(folder).glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickled and not list(Path(folder).glob("*.safetensors")):
+        raise ValueError(f"{folder} holds pickled weights only ({', '.join(pickled)}); loading them could run "
+                         "code, so only safetensors are read: convert them (save_pretrained(..., "
+                         "safe_serialization=True))")
+    levels = diffusers.utils.logging.get_verbosity(), transformers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(folder, **SAFE, **kwargs)
+    finally:
+        diffusers.utils.logging.set_verbosity(levels[0])
+        transformers.utils.logging.set_verbosity(levels[1])
 
 
 def read_scheduler(folder: Path) -> tuple[dict, Parameterisation, Any]:

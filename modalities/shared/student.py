@@ -13,8 +13,14 @@ from .denoiser import DiffusersDenoiser, time_of_sigma
 
 def student_times(process: GaussianProcess, sigmas: list[float]) -> list[float]:
     """Native times t_k of the student's EDM noise levels sigma_k = sigma(t_k)/alpha(t_k); they must decrease."""
+    from unidistill.engine.sampling import sigma_hat
+
     if not sigmas:
         raise ValueError("student_sigmas must list at least one noise level")
+    lo, hi = sigma_hat(process, torch.tensor([process.t_min, process.t_max], dtype=torch.float64)).tolist()
+    outside = [s for s in sigmas if not lo * (1 - 1e-9) <= s <= hi * (1 + 1e-9)]
+    if outside:
+        raise ValueError(f"student_sigmas {outside} lie outside the teacher's noise levels [{lo:.4g}, {hi:.4g}]")
     times = [time_of_sigma(process, s) for s in sigmas]
     if any(b >= a for a, b in zip(times, times[1:])):
         raise ValueError(f"student_sigmas must decrease, got {list(sigmas)}")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .denoiser import NETWORKS, DiffusersDenoiser
-from .folders import find_network, read_scheduler
+from .folders import find_network, load_weights, read_scheduler
 
 
 @dataclass
@@ -61,7 +61,7 @@ def load_teacher(folder: str | Path, *, guidance_scale: float = 1.0, prompts: li
     if cls_name not in NETWORKS:
         raise ValueError(f"teacher network class {cls_name!r} in {folder / sub} is not supported; "
                          f"supported: {', '.join(NETWORKS)}")
-    net = getattr(diffusers, cls_name).from_pretrained(folder / sub).float()
+    net = load_weights(getattr(diffusers, cls_name), folder / sub).float()
     num_conds, table = 0, None
     if cls_name == "UNet2DConditionModel":
         if not prompts:
@@ -78,7 +78,7 @@ def load_teacher(folder: str | Path, *, guidance_scale: float = 1.0, prompts: li
         num_conds = net.config.num_embeds_ada_norm  # DiT's label embedding holds one extra (null) row
     vae = None
     if (folder / "vae" / "config.json").is_file():
-        vae = diffusers.AutoencoderKL.from_pretrained(folder / "vae").float().requires_grad_(False).eval()
+        vae = load_weights(diffusers.AutoencoderKL, folder / "vae").float().requires_grad_(False).eval()
         if vae.config.latent_channels != net.config.in_channels:
             raise ValueError(f"teacher {folder}: the VAE has {vae.config.latent_channels} latent channels but the "
                              f"{cls_name} takes {net.config.in_channels}")
@@ -103,7 +103,7 @@ def load_text_encoder(folder: Path):
         if not (folder / sub).is_dir():
             raise FileNotFoundError(f"teacher folder {folder} is text-conditioned but has no {sub}/")
     tok = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    return tok, AutoModel.from_pretrained(folder / "text_encoder").float().eval()
+    return tok, load_weights(AutoModel, folder / "text_encoder").float().eval()
 
 
 @torch.no_grad()

@@ -4,16 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from unidistill.engine.config import ConfigError
+from unidistill.engine.config import ConfigError, bounded
 from unidistill.engine.recipe import DiscreteRecipe
 
 
 @dataclass
 class TeachEval:
-    n_samples: int = 64  # teacher samples drawn at each evaluation (texts saved beside the checkpoints)
-    steps: int = 64  # ancestral sampling steps for those samples
+    n_samples: int = bounded(64, lo=1)  # teacher samples drawn at each evaluation (texts saved beside checkpoints)
+    steps: int = bounded(64, lo=1)  # ancestral sampling steps for those samples
     judge: str = "shipped"  # judge folder for their generative perplexity; "none" skips it
-    held_out_blocks: int = 200  # held-out blocks for the NELBO / perplexity on unseen text
+    held_out_blocks: int = bounded(200, lo=1)  # held-out blocks for the NELBO / perplexity on unseen text
 
 
 @dataclass
@@ -21,14 +21,14 @@ class TeachConfig:
     kind: Literal["mdlm", "judge"] = "mdlm"  # a masked diffusion teacher or the causal-LM judge
     corpus: str = "pydoc"  # "pydoc" (CPython docs, shipped with Python) or a local .txt/.json/.jsonl
     tokenizer: str = "shipped"  # "shipped" (byte-level BPE, 2048 tokens, trained on pydoc) or a folder
-    length: int = 64  # tokens per training block (documents are packed with EOS between them)
+    length: int = bounded(64, lo=2)  # tokens per training block (documents are packed with EOS between them)
     network: dict[str, Any] = field(default_factory=dict)  # MDLMConfig or GPT2Config keys
     eval: TeachEval = field(default_factory=TeachEval)
 
 
 @dataclass
 class RolloutConfig:
-    steps: int = 2  # student sampling steps per training rollout (2: through tau, DiDi-Instruct's decomposition)
+    steps: int = bounded(2, lo=1)  # student sampling steps per training rollout (2: through tau, DiDi-Instruct's)
     tau: dict[str, Any] = field(default_factory=lambda: {"name": "beta", "a": 2.0, "b": 2.0})  # 2-step: tau law
     tau_range: list[float] = field(default_factory=lambda: [0.02, 0.999])  # tau is clamped to this range
 
@@ -36,9 +36,9 @@ class RolloutConfig:
 @dataclass
 class GuidanceConfig:
     scale: list[float] = field(default_factory=lambda: [0.0, 0.0])  # tilt strength h, start -> end (0 = off)
-    tilt_fraction: float = 0.5  # share of the steps that tilt; the rest re-rank candidates
-    candidates: int = 1  # candidates per re-ranked step (1 = off)
-    grad_clip: float = 1.0  # element-wise clip of the discriminator gradient
+    tilt_fraction: float = bounded(0.5, lo=0, hi=1)  # share of the steps that tilt; the rest re-rank candidates
+    candidates: int = bounded(1, lo=1)  # candidates per re-ranked step (1 = off)
+    grad_clip: float = bounded(1.0, lo=0, lo_open=True)  # element-wise clip of the discriminator gradient
 
     @property
     def active(self) -> bool:
@@ -57,8 +57,8 @@ class GuidanceConfig:
 
 @dataclass
 class TextEval:
-    n_samples: int = 64  # student samples per evaluation
-    steps: list[int] = field(default_factory=lambda: [16])  # sampling steps evaluated
+    n_samples: int = bounded(64, lo=1)  # student samples per evaluation
+    steps: list[int] = bounded(lo=1, factory=lambda: [16])  # sampling steps evaluated
     judge: str = "shipped"  # judge folder for generative perplexity ("none" skips it)
 
 
@@ -71,10 +71,10 @@ def _recipe() -> DiscreteRecipe:
 @dataclass
 class TextConfig:
     teacher: str = "shipped"  # a masked diffusion LM folder (unidistill MDLM or a transformers masked LM)
-    length: int | None = None  # generated tokens per sequence; None = the teacher's maximum
+    length: int | None = bounded(None, lo=2)  # generated tokens per sequence; None = the teacher's maximum
     corpus: str = "pydoc"  # the real side when distill.real = corpus
-    teacher_pool: int = 1024  # teacher samples drawn once for the data-free real side (distill.real = teacher)
-    teacher_pool_steps: int = 64  # their sampling steps
+    teacher_pool: int = bounded(1024, lo=1)  # teacher samples drawn once for the data-free real side
+    teacher_pool_steps: int = bounded(64, lo=1)  # their sampling steps
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     # the engine's recipe (DiDi-Instruct's settings by default); the discriminator takes {trainable_blocks}
     # (unfrozen teacher blocks at the top); real sources: teacher (pool: data-free) or corpus

@@ -117,7 +117,8 @@ def build_distill(cfg: TextConfig, run_dir: Path) -> DiscreteDistillation:
 def teacher_pool(cfg: TextConfig, teacher, length: int) -> torch.Tensor:
     """The discriminator's data-free real side: teacher samples drawn once."""
     start = time.perf_counter()
-    pool, stats = sample_ids(teacher, cfg.teacher_pool, cfg.teacher_pool_steps, seed=12345, length=length)
+    pool, stats = sample_ids(teacher, cfg.teacher_pool, cfg.teacher_pool_steps, seed=12345, length=length,
+                             progress=f"teacher pool ({cfg.teacher_pool_steps} steps)")
     log.info("teacher pool: %d samples at %d steps (%.1f NFE) in %.1f s", len(pool), cfg.teacher_pool_steps,
              stats.nfe, time.perf_counter() - start)
     return pool

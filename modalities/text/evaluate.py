@@ -16,7 +16,8 @@ def load_judge(folder: str):
     from .tokenizer import quiet_transformers
 
     quiet_transformers()
-    judge = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True).float()  # shipped in fp16, run in fp32
+    # safetensors only (never unpickle); shipped in fp16, run in fp32
+    judge = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True, use_safetensors=True).float()
     return judge.eval().requires_grad_(False)
 
 

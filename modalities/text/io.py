@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from unidistill.engine.backend import Sampler
+from unidistill.engine.backend import Drawn, Sampler
 from unidistill.engine.config import ConfigError
 
 from .config import TextConfig
@@ -92,10 +90,12 @@ def sampler(cfg: TextConfig) -> Sampler:
         options = dict(cfg.distill.discriminator or {})
         modules["discriminator"] = TokenDiscriminator(teacher, **options)
 
-    def draw(s, n: int, seed: int) -> np.ndarray:
+    def draw(s, n: int, seed: int) -> Drawn:
         x, _ = sample_ids(s, n, cfg.eval.steps[0], seed=seed, length=length, guidance=guidance,
                           discriminator=modules.get("discriminator"))
-        return x.numpy()
+        kind = "reward-guided" if guidance is not None else "plain"
+        return Drawn(x.numpy(), about=f"token ids (N, L) of the run's tokenizer, {cfg.eval.steps[0]}-step {kind} "
+                                      "sampler; decode with the tokenizer in RUN/student")
 
     return Sampler(student, draw, modules)
 

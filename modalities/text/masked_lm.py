@@ -151,7 +151,7 @@ def _load_tokenizer(folder: Path, tokenizer):
 def _load_hf(folder: Path):
     from transformers import AutoModelForMaskedLM
 
-    kw = {"local_files_only": True, "trust_remote_code": False}
+    kw = {"local_files_only": True, "trust_remote_code": False, "use_safetensors": True}  # never unpickle
     try:
         return AutoModelForMaskedLM.from_pretrained(str(folder), **kw)
     except (ValueError, KeyError):  # not a masked-LM architecture: try the bare auto class below

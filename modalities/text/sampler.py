@@ -11,7 +11,8 @@ from unidistill.engine.process import MaskingProcess
 
 @torch.no_grad()
 def sample_ids(model, n: int, steps: int, seed: int = 0, batch: int = 64, guidance: Guidance | None = None,
-               discriminator=None, length: int | None = None) -> tuple[torch.Tensor, SampleStats]:
+               discriminator=None, length: int | None = None, progress: str | None = None
+               ) -> tuple[torch.Tensor, SampleStats]:
     """n sequences (n, L) from the model's N-step ancestral sampler (no-change cache on) or, with guidance
     and a discriminator, the reward-guided sampler; stats are per sample (NFE and discriminator passes)."""
     if guidance is not None and discriminator is None:
@@ -25,7 +26,10 @@ def sample_ids(model, n: int, steps: int, seed: int = 0, batch: int = 64, guidan
     was = [m.training for m in modules]
     for m in modules:
         m.eval()
+    from tqdm.auto import tqdm
+
     xs, stats = [], SampleStats(steps=steps)
+    bar = tqdm(total=n, desc=progress, unit="sample", disable=None if progress else True, leave=False)
     for lo in range(0, n, batch):
         k = min(batch, n - lo)
         if guidance is None:
@@ -36,6 +40,8 @@ def sample_ids(model, n: int, steps: int, seed: int = 0, batch: int = 64, guidan
         stats.nfe += st.nfe * k
         for key, v in st.extra.items():
             stats.extra[key] = stats.extra.get(key, 0) + v * k
+        bar.update(k)
+    bar.close()
     for m, w in zip(modules, was):
         m.train(w)
     stats.nfe /= n

@@ -4,20 +4,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from unidistill.engine.config import bounded
 from unidistill.engine.recipe import ContinuousRecipe
 
 
 @dataclass
 class NetConfig:
-    hidden: int = 256  # width of each hidden layer
-    depth: int = 3  # hidden layers
+    hidden: int = bounded(256, lo=1)  # width of each hidden layer
+    depth: int = bounded(3, lo=1)  # hidden layers
 
 
 @dataclass
 class EvalConfig:
-    n_samples: int = 4000  # samples drawn for the metrics
-    radius: float | None = None  # a sample within this distance of a mean is on that mode (default 3 x max std)
-    min_fraction: float = 0.25  # a mode is covered if it holds this fraction of its target weight
+    n_samples: int = bounded(4000, lo=2)  # samples drawn for the metrics
+    radius: float | None = bounded(None, lo=0, lo_open=True)  # within it of a mean is on that mode (default 3 x std)
+    min_fraction: float = bounded(0.25, lo=0, hi=1, lo_open=True)  # a mode is covered at this share of its weight
 
 
 def _recipe() -> ContinuousRecipe:
@@ -32,7 +33,7 @@ class GMMConfig:
     mixture: dict[str, Any]  # GaussianMixture.from_config: {means, weights, std} | {ring: ...} | {random: ...}
     process: dict[str, Any] = field(default_factory=lambda: {"name": "ve", "sigma_min": 0.002, "sigma_max": 80.0})
     generator: NetConfig = field(default_factory=NetConfig)  # one-step MLP generator
-    latent_dim: int | None = None  # latent size (default: data dimension)
+    latent_dim: int | None = bounded(None, lo=1)  # latent size (default: data dimension)
     # the engine's recipe; fake and discriminator options are MLP sizes {hidden, depth}; real sources:
     # data (exact mixture samples) or teacher (16-step teacher ODE samples: data-free)
     distill: ContinuousRecipe = field(default_factory=_recipe)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from unidistill.engine.backend import Sampler
+from unidistill.engine.backend import Drawn, Sampler
 from unidistill.engine.config import ConfigError
 
 from .config import GMMConfig
@@ -39,4 +39,8 @@ def draw(generator: MLPGenerator, n: int, seed: int | None = None) -> torch.Tens
 
 
 def sampler(cfg: GMMConfig) -> Sampler:
-    return Sampler(generator_for(cfg), lambda g, n, seed: draw(g, n, seed).numpy())
+    def drawn(g, n, seed):
+        x = draw(g, n, seed).numpy()
+        return Drawn(x, about=f"points of the {x.shape[1]}-D mixture")
+
+    return Sampler(generator_for(cfg), drawn)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from unidistill.engine import masked_sampling
-from unidistill.engine.backend import Sampler
+from unidistill.engine.backend import Drawn, Sampler
 from unidistill.engine.config import ConfigError
 from unidistill.engine.process import MaskingProcess
 
@@ -36,6 +36,7 @@ def sampler(cfg: MarkovConfig) -> Sampler:
 
     def draw(s, n, seed):
         g = torch.Generator().manual_seed(seed)
-        return masked_sampling.rollout(s, n, cfg.steps, process, chain.length, g, vocab=chain.vocab).x.numpy()
+        x = masked_sampling.rollout(s, n, cfg.steps, process, chain.length, g, vocab=chain.vocab).x.numpy()
+        return Drawn(x, about=f"token sequences in 0..{chain.vocab - 1}, {cfg.steps}-step sampler")
 
     return Sampler(student, draw)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unidistill.engine.backend import Backend, Sampler
+from unidistill.engine.backend import Backend, Drawn, Sampler
 
 from .config import Gauss1DConfig
 
@@ -19,7 +19,7 @@ class Gauss1DBackend(Backend):
     def sampler(self, cfg: Gauss1DConfig, run_dir: Path) -> Sampler:
         from .nets import Generator
 
-        return Sampler(Generator(cfg.hidden), lambda g, n, seed: g.sample(n, seed).numpy())
+        return Sampler(Generator(cfg.hidden), lambda g, n, seed: Drawn(g.sample(n, seed).numpy(), about="1-D points"))
 
     def smoke_config(self, workdir: Path) -> dict:
         return {"hidden": 8}
