@@ -259,7 +259,7 @@ def explain(e: Exception) -> tuple[int, str]:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         return EXIT_BAD_INPUT, f"error: {' '.join(str(msg).split())}"
     text = " ".join(str(e).split())
-    if isinstance(e, MemoryError) or "not enough memory" in text or "out of memory" in text:
+    if isinstance(e, MemoryError) or any(w in text for w in ("not enough memory", "out of memory", "allocate memory")):
         return EXIT_BAD_INPUT, ("error: out of memory (" + (text[:160] or type(e).__name__) + "); lower "
                                 "train.batch_size or the network sizes")
     if isinstance(e, OSError):

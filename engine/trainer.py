@@ -61,6 +61,7 @@ class Trainer:
         objective.to(self.acc.device)
         self.gen = objective.modules["generator"]
         self.aux_names = [k for k in objective.modules if k != "generator"]
+        check_memory(objective.modules)
         unknown = sorted(k for k in cfg.lr if k.split(".")[0] not in objective.modules)
         if unknown:
             raise ValueError(f"train.lr names {', '.join(map(repr, unknown))}, which this run does not train; "
@@ -237,6 +238,14 @@ class Trainer:
         return tensors, meta
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        try:
+            self._load_state(tensors, meta)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            what = e.args[0] if isinstance(e, KeyError) and e.args else str(e).splitlines()[0]
+            raise ckpt.CheckpointError(f"checkpoint at step {meta.get('step')} is incomplete or was not written by "
+                                       f"this version of unidistill (missing or malformed: {what})") from None
+
+    def _load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
         for name, m in self.obj.modules.items():
             prefix = f"module.{name}."
             sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -424,3 +433,22 @@ def write_config(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, path)
+
+
+def check_memory(modules: dict[str, nn.Module]) -> None:
+    """Refuse networks whose weights, gradients, Adam moments and the generator's EMA cannot fit in the
+    memory this machine has free (CPU), before the first step tries to allocate them."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no estimate
+        return
+    need = 0
+    for name, m in modules.items():
+        if next(m.parameters(), torch.empty(0)).device.type != "cpu":
+            continue
+        params = sum(p.numel() * p.element_size() for p in m.parameters())
+        trained = sum(p.numel() * p.element_size() for p in m.parameters() if p.requires_grad)
+        need += params + 3 * trained + (params if name == "generator" else 0)
+    if need > free:
+        raise MemoryError(f"the networks need about {need / 2**30:.1f} GiB for weights, gradients, Adam moments and "
+                          f"the EMA; {free / 2**30:.1f} GiB are free")

@@ -48,7 +48,13 @@ def load_teacher(source: str | Path) -> PDETeacher:
     for need in ("pde.json", "unet", "scheduler/scheduler_config.json"):
         if not (folder / need).exists():
             raise FileNotFoundError(f"teacher folder {folder} has no {need}")
-    info = json.loads((folder / "pde.json").read_text())
+    try:
+        info = json.loads((folder / "pde.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"teacher folder {folder}: pde.json is not valid JSON ({e})") from None
+    missing = [k for k in ("pde", "size", "mean", "std") if not isinstance(info, dict) or k not in info]
+    if missing:
+        raise ValueError(f"teacher folder {folder}: pde.json lacks {', '.join(missing)}")
     pde = build_pde(info["pde"], **info.get("options", {}))
     from unidistill.modalities.shared.folders import load_weights
 
