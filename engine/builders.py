@@ -6,14 +6,15 @@ import inspect
 import typing
 from typing import Any
 
-from .config import ConfigError
+from .config import ConfigError, OptionError
 from .registry import Registry
 
 
 def options_of(factory, exclude=()) -> list[str]:
     """Keyword options a registered class or factory function accepts (its constructor signature)."""
     target = factory.__init__ if inspect.isclass(factory) else factory
-    return [p for p in inspect.signature(target).parameters if p not in ("self", *exclude)]
+    return [name for name, p in inspect.signature(target).parameters.items()
+            if name not in ("self", *exclude) and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
 
 def build_named(registry: Registry, section: dict[str, Any] | str, where: str, **extra):
@@ -31,6 +32,8 @@ def build_named(registry: Registry, section: dict[str, Any] | str, where: str, *
     options = coerce_options(factory, options, where)
     try:
         return factory(**options, **extra)
+    except OptionError as e:
+        raise ConfigError(f"config key {where}.{e.option} {e}") from None
     except (TypeError, ValueError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         raise ConfigError(f"config key {where}: {msg}") from None

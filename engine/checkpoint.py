@@ -129,13 +129,21 @@ def load(path: str | Path) -> tuple[dict[str, Tensor], dict]:
 
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else
+                              f"checkpoint {path} is a file; a checkpoint is a folder RUN/checkpoints/step_*")
+    if (path / "checkpoints").is_dir() and not (path / MANIFEST).exists():
+        found = checkpoints(path / "checkpoints")
+        raise CheckpointError(f"{path} is a run directory; --resume takes one of its checkpoint folders "
+                              f"(RUN/checkpoints/step_*){f', e.g. {found[-1]}' if found else ''}")
     verify(path)
     try:
         tensors = load_file(str(path / TENSORS))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"checkpoint {path}: {TENSORS} cannot be read ({str(e).splitlines()[0]})") from None
+    try:
         meta = json.loads((path / META).read_text())
-    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({str(e).splitlines()[0]})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise CheckpointError(f"checkpoint {path}: {META} cannot be read ({str(e).splitlines()[0]})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
         raise CheckpointError(f"checkpoint {path}: {META} has no step; it was not written by unidistill")
     bad = non_finite(tensors)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import yaml
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, TrainConfig, apply_overrides, build, to_dict
+from .config import ConfigError, TrainConfig, UniqueKeyLoader, apply_overrides, build, to_dict
 from .errors import Interrupted, RunLocked, TrainingError
 
 EXIT_BAD_INPUT, EXIT_TRAINING_FAILED, EXIT_UNEXPECTED = 2, 3, 1
@@ -39,10 +40,12 @@ def load_run_config(path: str | Path, overrides: list[str] = (), command: str = 
     from .backend import get_backend
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give the YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
@@ -59,19 +62,6 @@ def load_run_config(path: str | Path, overrides: list[str] = (), command: str = 
     return RunConfig(backend, data["modality"], cfg, train, data)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (YAML would silently keep the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
 def cmd_train(args) -> int:
     """distill (a student) or teach (a teacher): build the backend's objective and run the Trainer; when
     training ends, the objective's export writes its EMA network for other tools. The run directory is
@@ -86,10 +76,49 @@ def cmd_train(args) -> int:
 
     lock = RunLock(out).acquire() if int(os.environ.get("RANK", "0")) == 0 else None  # one run per folder
     try:
-        return _train(run, out, args)
+        with memory_guard(run.train.device):
+            return _train(run, out, args)
     finally:
         if lock is not None:
             lock.release()
+
+
+@contextlib.contextmanager
+def memory_guard(device: str):
+    """On a CPU run (Linux), cap the address space at what is mapped now plus the memory available, so that
+    a size that cannot fit (a huge batch or layer) fails as an allocation error, reported in one line,
+    instead of the kernel's OOM killer ending the process without a word. CUDA runs are left alone (the
+    driver maps large virtual ranges)."""
+    try:
+        import resource
+
+        with open("/proc/self/status") as f:
+            mapped = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (ImportError, OSError, StopIteration, ValueError):
+        yield
+        return
+    if device == "cuda" or (device == "auto" and _cuda_available()):
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = mapped + available
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    if soft != resource.RLIM_INFINITY:
+        cap = min(cap, soft)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _train(run: RunConfig, out: Path, args) -> int:
@@ -144,6 +173,8 @@ def cmd_sample(args) -> int:
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
     if args.n < 1:
         raise ConfigError(f"--n must be positive, got {args.n}")
+    if not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed must be in [0, 2^63), got {args.seed}")
     try:
         run = load_run_config(run_dir / "config.yaml")
     except ConfigError as err:
@@ -212,8 +243,18 @@ def _load_weights(module, tensors: dict, prefix: str, name: str) -> None:
         raise CheckpointError(f"the run's checkpoint does not fit its {name!r} network: {first}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in the command line's one-line form (no usage block)."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("unidistill").strip()
+        where, help_of = (f"{command}: ", f"{command} ") if command else ("", "")
+        print(f"unidistill: error: {where}{message} (see unidistill {help_of}--help)", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="unidistill", description=__doc__)
+    p = _Parser(prog="unidistill", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
     for name, what in (("distill", "distil a teacher into a one/few-step student"),
@@ -233,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--images", action="store_true", help="write pictures in [0, 1], (N, H, W, C), as the pipeline")
     s.set_defaults(fn=cmd_sample)
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error, already printed in one line (2)
+        return int(e.code or 0)
     try:
         return args.fn(args)
     except Exception as e:
@@ -261,7 +305,7 @@ def explain(e: Exception) -> tuple[int, str]:
     text = " ".join(str(e).split())
     if isinstance(e, MemoryError) or any(w in text for w in ("not enough memory", "out of memory", "allocate memory")):
         return EXIT_BAD_INPUT, ("error: out of memory (" + (text[:160] or type(e).__name__) + "); lower "
-                                "train.batch_size or the network sizes")
+                                "train.batch_size or the network sizes (hidden, depth, width, ...)")
     if isinstance(e, OSError):
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
         return EXIT_BAD_INPUT, f"error: {e.strerror or text}{where}"

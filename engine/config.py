@@ -16,6 +16,15 @@ class ConfigError(ValueError):
     """A config key, type or value is not allowed."""
 
 
+class OptionError(ValueError):
+    """A registry option's value is not allowed; `option` names it, so the error can name its config key
+    (`config key distill.divergence.c must be > 0, got -1.0`)."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        super().__init__(message)
+
+
 def build(cls, data: dict | None, where: str, base: Any = None) -> Any:
     """Instantiate dataclass `cls` from `data`, checking keys and types recursively.
 
@@ -48,10 +57,12 @@ def build(cls, data: dict | None, where: str, base: Any = None) -> Any:
 
 
 def bounded(default: Any = dataclasses.MISSING, lo: float | None = None, hi: float | None = None, *,
-            lo_open: bool = False, hi_open: bool = False, factory: Any = dataclasses.MISSING) -> Any:
+            lo_open: bool = False, hi_open: bool = False, factory: Any = dataclasses.MISSING,
+            length: int | None = None, meaning: str = "") -> Any:
     """A dataclass field whose value (each value, for lists and dicts) must lie in [lo, hi] (open ends with
-    lo_open / hi_open); `build` checks it, and a config outside it fails naming the key and the range."""
-    bounds = {"bounds": (lo, hi, lo_open, hi_open)}
+    lo_open / hi_open) and, for a list, hold `length` values (described as `meaning`, e.g. "[start, end]");
+    `build` checks it, and a config outside it fails naming the key and the range."""
+    bounds = {"bounds": (lo, hi, lo_open, hi_open), "length": (length, meaning)}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=bounds)
     return field(default=default, metadata=bounds)
@@ -62,6 +73,9 @@ def check_bounds(f: dataclasses.Field, value: Any, where: str) -> None:
     if "bounds" not in f.metadata or value is None:
         return
     lo, hi, lo_open, hi_open = f.metadata["bounds"]
+    length, meaning = f.metadata["length"]
+    if length is not None and isinstance(value, (list, tuple)) and len(value) != length:
+        raise ConfigError(f"config key {where} must be {meaning or 'a list'} ({length} numbers), got {list(value)}")
     values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
     for v in values:
         if v is None:
@@ -192,13 +206,38 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: the key {key!r} has an empty part; write --set section.key=value")
+        try:
+            value = yaml.load(raw, Loader=UniqueKeyLoader)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: {raw!r} is not valid YAML ({' '.join(str(e).split())[:120]})") from None
         node = data
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = value
     return data
+
+
+try:
+    import yaml as _yaml
+
+    class UniqueKeyLoader(_yaml.SafeLoader):
+        """safe_load that refuses a key given twice in one mapping (YAML would silently keep the last)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise _yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
+                                                             key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+except ImportError:  # pragma: no cover - pyyaml is a dependency
+    UniqueKeyLoader = None
 
 
 @dataclass
@@ -207,11 +246,12 @@ class TrainConfig:
 
     steps: int = bounded(1000, lo=1)  # generator updates in total
     batch_size: int = bounded(256, lo=1)  # global batch, split evenly over processes
-    aux_steps: int = bounded(1, lo=0)  # auxiliary (fake score / discriminator) updates per generator update
+    aux_steps: int = bounded(1, lo=0, hi=1000)  # auxiliary (fake score / discriminator) updates per generator step
     # learning rate per module ("generator", "fake", ...; missing -> generator's); a key "module.prefix"
     # gives the module's parameters whose names start with that prefix a group with its own rate
-    lr: dict[str, float] = bounded(lo=0, lo_open=True, factory=lambda: {"generator": 1e-4})
-    betas: list[float] = bounded(lo=0, hi=1, hi_open=True, factory=lambda: [0.0, 0.999])  # Adam betas
+    lr: dict[str, float] = bounded(lo=0, hi=10, lo_open=True, factory=lambda: {"generator": 1e-4})
+    betas: list[float] = bounded(lo=0, hi=1, hi_open=True, factory=lambda: [0.0, 0.999], length=2,
+                                 meaning="[beta1, beta2]")  # Adam betas
     weight_decay: float = bounded(0.0, lo=0)  # AdamW decoupled weight decay
     warmup_steps: int = bounded(0, lo=0)  # linear learning-rate warm-up
     schedule: Literal["constant", "cosine"] = "constant"  # learning-rate decay after warm-up
@@ -220,7 +260,7 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16"] = "no"  # autocast dtype for the forward passes
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where to train
     threads: int | None = bounded(None, lo=1)  # intra-op CPU threads (torch.set_num_threads); None = torch's
-    seed: int = 0  # seeds all randomness
+    seed: int = bounded(0, lo=0, hi=2**63 - 1)  # seeds all randomness
     max_skipped: int = bounded(20, lo=0)  # abort after this many consecutive non-finite steps
     log_every: int = bounded(10, lo=1)  # CSV/TensorBoard row every N steps
     eval_every: int = bounded(0, lo=0)  # evaluate (EMA) every N steps; 0 = only at the end
@@ -231,8 +271,6 @@ class TrainConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):  # also when built in Python rather than from a config
             check_bounds(f, getattr(self, f.name), f"train.{f.name}")
-        if len(self.betas) != 2:
-            raise ConfigError(f"config key train.betas must have two numbers, got {self.betas}")
 
 
 # keys a resume may change: how long, how often and how a run reports, not what it trains

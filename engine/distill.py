@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .builders import build_named, check_options
-from .config import ConfigError
+from .builders import build_named, check_options, coerce_options
+from .config import ConfigError, OptionError
 from .divergences import DIVERGENCES, ESTIMATORS, Critics, Divergence, RewardTerm, per_element, per_example
 from .noise import Noise
 from .objective import Objective, Outputs, Progress
 from .process import TIME_SAMPLERS, GaussianProcess
-from .recipe import ContinuousRecipe
+from .recipe import ContinuousRecipe, real_source
 from .registry import Registry
 
 Latents = Callable[[Noise, int, Progress], tuple[Tensor, Any]]  # (noise, n, progress) -> (z, cond)
@@ -172,15 +172,15 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
         raise ConfigError(f"config key {where}.discriminator: {name!r} uses no discriminator; remove the section "
                           f"(--set {where}.discriminator=null)")
     disc_needed = "ratio" in divergence.needs
-    if (parts.real or disc_needed) and recipe.real not in parts.real:
-        raise ConfigError(f"config key {where}.real = {recipe.real!r} is not a source of real samples here; "
-                          f"choose one of: {', '.join(parts.real) or 'none'}")
+    source = real_source(recipe.real, parts.real, disc_needed, where)
     # the reward first: its factory may refuse this teacher (a digits classifier on RGB), which must
     # happen before the fake score, the discriminator or a teacher pool cost anything
     reward = build_reward(recipe.reward, parts.rewards, f"{where}.reward") if recipe.reward is not None else None
     t_gen = build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
     aux = recipe.aux_time_sampler if recipe.aux_time_sampler is not None else recipe.time_sampler
     t_aux = build_named(TIME_SAMPLERS, aux, f"{where}.aux_time_sampler")
+    probe_times(t_gen, parts.process, f"{where}.time_sampler")
+    probe_times(t_aux, parts.process, f"{where}.aux_time_sampler")
     fake = None
     if "fake" in divergence.needs:
         fake = build_network(parts.fake, dict(recipe.fake or {}), f"{where}.fake", "this modality's fake score")
@@ -188,12 +188,23 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
     if "ratio" in divergence.needs:
         options = dict(recipe.discriminator or {})
         disc = build_network(parts.discriminator, options, f"{where}.discriminator", "this modality's discriminator")
-        real = parts.real[recipe.real]()
+        real = parts.real[source]()
     return ContinuousDistillation(
         process=parts.process, teacher=parts.teacher, generator=parts.generator, latents=parts.latents,
         divergence=divergence, time_sampler=t_gen, aux_time_sampler=t_aux, fake=fake, fake_weight=parts.fake_weight,
         discriminator=disc, real=real, reward=reward, condition=parts.condition, time_shape=parts.time_shape,
         outputs=outputs)
+
+
+def probe_times(sampler: Callable, process, where: str) -> None:
+    """Draw a few times on the run's process (with a generator of their own, so the run's randomness is
+    untouched): a range outside the process, or non-finite times, fail here in one line naming the key."""
+    try:
+        t = sampler(16, process, generator=torch.Generator().manual_seed(0))
+    except OptionError as e:
+        raise ConfigError(f"config key {where}.{e.option} {e}") from None
+    if not bool(torch.isfinite(t).all()):
+        raise ConfigError(f"config key {where}: draws non-finite times on this process")
 
 
 def continuous_divergence(recipe: ContinuousRecipe, where: str, usable: list[str]) -> tuple[Divergence, str]:
@@ -216,8 +227,11 @@ def check_recipe(recipe: ContinuousRecipe, where: str = "distill") -> None:
 def build_network(factory: Callable[..., nn.Module], options: dict, where: str, what: str) -> nn.Module:
     """factory(**options) with the options checked against its signature and bad values as one line."""
     check_options(factory, options, where, what)
+    options = coerce_options(factory, options, where)
     try:
         return factory(**options)
+    except OptionError as e:
+        raise ConfigError(f"config key {where}.{e.option} {e}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config key {where}: {e}") from None
 

@@ -19,13 +19,13 @@ from torch import Tensor, nn
 
 from .builders import build_named, check_options
 from .config import ConfigError
-from .distill import build_network
+from .distill import build_network, probe_times
 from .divergences import DIVERGENCES, ESTIMATORS, PolicyGradient
 from .masked_sampling import Predictor, Trajectory
 from .noise import Noise
 from .objective import Objective, Outputs, Progress
 from .process import TIME_SAMPLERS, MaskingProcess, bcast
-from .recipe import DiscreteRecipe
+from .recipe import DiscreteRecipe, real_source
 
 # (student, n, group_size) -> trajectory; the estimator compares consecutive groups of group_size rows, and a
 # rollout may share randomness within a group (DiDi-Instruct draws one intermediate time tau per group)
@@ -211,9 +211,7 @@ def check_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, where: str = "d
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"config key {where}.{key} must be a finite number >= 0, got {value}")
     disc_needed = parts.oracle is None
-    if (parts.real or disc_needed) and recipe.real not in parts.real:
-        raise ConfigError(f"config key {where}.real = {recipe.real!r} is not a source of real samples here; "
-                          f"choose one of: {', '.join(parts.real) or 'none'}")
+    real_source(recipe.real, parts.real, disc_needed, where)
     if recipe.ism_weight > 0 and parts.teacher is None:
         raise ConfigError(f"config key {where}.ism_weight: this modality has no teacher predictor to match")
     if parts.oracle is not None and recipe.discriminator is not None:
@@ -222,7 +220,8 @@ def check_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, where: str = "d
     if parts.oracle is None:
         check_options(parts.discriminator, dict(recipe.discriminator or {}), f"{where}.discriminator",
                       "this modality's discriminator")
-    build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
+    probe_times(build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler"), parts.process,
+                f"{where}.time_sampler")
     return estimator
 
 
@@ -240,7 +239,7 @@ def build_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, outputs: Output
     if parts.oracle is None:
         disc = build_network(parts.discriminator, dict(recipe.discriminator or {}), f"{where}.discriminator",
                              "this modality's discriminator")
-        real = parts.real[recipe.real]()
+        real = parts.real[real_source(recipe.real, parts.real, True, where)]()
     return DiscreteDistillation(
         process=parts.process, student=parts.student, rollout=parts.rollout, estimator=estimator,
         time_sampler=build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler"), real=real,

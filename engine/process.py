@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .config import OptionError
 from .registry import Registry
 
 PROCESSES: Registry[type] = Registry("process")
@@ -207,17 +208,21 @@ def uniform(t_min: float | None = None, t_max: float | None = None, t_max_end: f
     t_max to t_max_end while the training fraction goes from anneal[0] to anneal[1] (equal ends: a jump,
     as ProlificDreamer's 0.98 -> 0.5 after 5k of 25k steps is (0.2, 0.2))."""
     if len(anneal) != 2:
-        raise ValueError(f"uniform anneal must be [start, end], got {list(anneal)}")
+        raise OptionError("anneal", f"must be [start, end], got {list(anneal)}")
     lo_a, hi_a = (float(v) for v in anneal)
     if not 0 <= lo_a <= hi_a <= 1:
-        raise ValueError(f"uniform anneal must be [start, end] with 0 <= start <= end <= 1, got {list(anneal)}")
-    for hi in (t_max, t_max_end):
+        raise OptionError("anneal", f"must be [start, end] with 0 <= start <= end <= 1, got {list(anneal)}")
+    for name, hi in (("t_max", t_max), ("t_max_end", t_max_end)):
         if t_min is not None and hi is not None and not t_min < hi:
-            raise ValueError(f"uniform needs t_min < t_max (and < t_max_end), got t_min {t_min}, {hi}")
+            raise OptionError(name, f"must be above t_min {t_min}, got {hi}")
 
     def sample(n, process, device=None, generator=None, progress=0.0):
         lo = process.t_min if t_min is None else t_min
         hi = process.t_max if t_max is None else t_max
+        for name, v in (("t_min", lo), ("t_max", hi), ("t_max_end", t_max_end)):
+            if v is not None and not process.t_min - 1e-9 <= v <= process.t_max + 1e-9:
+                raise OptionError(name, f"must lie in the process's time range [{process.t_min:g}, "
+                                        f"{process.t_max:g}], got {v}")
         if t_max_end is not None:
             w = 1.0 if progress >= hi_a else 0.0 if progress <= lo_a else (progress - lo_a) / (hi_a - lo_a)
             hi = hi + w * (t_max_end - hi)
@@ -230,7 +235,9 @@ def uniform(t_min: float | None = None, t_max: float | None = None, t_max_end: f
 def lognormal(p_mean: float = -1.2, p_std: float = 1.2) -> Callable:
     """EDM training distribution: ln sigma ~ N(p_mean, p_std^2), clipped to the process range."""
     if not p_std > 0:
-        raise ValueError(f"lognormal p_std must be > 0, got {p_std}")
+        raise OptionError("p_std", f"must be > 0, got {p_std}")
+    if not abs(p_mean) <= 20:
+        raise OptionError("p_mean", f"is ln(sigma): it must lie in [-20, 20], got {p_mean}")
 
     def sample(n, process, device=None, generator=None, progress=0.0):
         s = torch.exp(p_mean + p_std * torch.randn(n, device=device, generator=generator))
@@ -243,7 +250,7 @@ def lognormal(p_mean: float = -1.2, p_std: float = 1.2) -> Callable:
 def logit_normal(mean: float = 0.0, std: float = 1.0) -> Callable:
     """t = sigmoid(N(mean, std^2)) rescaled to the process range (Esser et al. 2024, for flows)."""
     if not std > 0:
-        raise ValueError(f"logit_normal std must be > 0, got {std}")
+        raise OptionError("std", f"must be > 0, got {std}")
 
     def sample(n, process, device=None, generator=None, progress=0.0):
         u = torch.sigmoid(mean + std * torch.randn(n, device=device, generator=generator))
@@ -267,11 +274,11 @@ def karras(n_grid: int | None = 64, rho: float = 7.0, u_max: float = 1.0) -> Cal
     n_grid is None. SiD's generator loss (Zhou et al. 2024, released code: tmax = 800 of 1000) is continuous
     with u_max = 0.8, which on EDM's 0.002..80 reaches sigma 24.4 with median 0.97."""
     if n_grid is not None and (isinstance(n_grid, bool) or not isinstance(n_grid, int) or n_grid < 2):
-        raise ValueError(f"karras n_grid must be an integer >= 2 or null (continuous), got {n_grid!r}")
+        raise OptionError("n_grid", f"must be an integer >= 2 or null (continuous), got {n_grid!r}")
     if not 0 < u_max <= 1:
-        raise ValueError(f"karras u_max must be in (0, 1], got {u_max}")
+        raise OptionError("u_max", f"must be in (0, 1], got {u_max}")
     if not rho > 0:
-        raise ValueError(f"karras rho must be > 0, got {rho}")
+        raise OptionError("rho", f"must be > 0, got {rho}")
 
     def sample(n, process, device=None, generator=None, progress=0.0):
         if n_grid is None:
@@ -290,8 +297,9 @@ def karras(n_grid: int | None = 64, rho: float = 7.0, u_max: float = 1.0) -> Cal
 @TIME_SAMPLERS.register("beta")
 def beta(a: float = 1.0, b: float = 1.0) -> Callable:
     """t = t_min + (t_max - t_min) * Beta(a, b)."""
-    if not (a > 0 and b > 0):
-        raise ValueError(f"beta needs a > 0 and b > 0, got a {a}, b {b}")
+    for name, v in (("a", a), ("b", b)):
+        if not v > 0:
+            raise OptionError(name, f"must be > 0, got {v}")
 
     def sample(n, process, device=None, generator=None, progress=0.0):
         # Beta via two Gammas would not take a generator; use the inverse of two uniforms' ordering

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .config import bounded
+from .config import ConfigError, bounded
 
 
 @dataclass
@@ -21,7 +21,7 @@ class ContinuousRecipe:
     aux_time_sampler: dict[str, Any] | None = None  # fake score / discriminator times; None = time_sampler
     fake: dict[str, Any] | None = None  # options of the backend's fake score (built when the divergence needs one)
     discriminator: dict[str, Any] | None = None  # options of the backend's discriminator (built when needed)
-    real: str = "teacher"  # the discriminator's real side: one of the backend's sources (teacher, data, ...)
+    real: str | None = None  # the discriminator's real side: one of the backend's sources; None = its first
     reward: dict[str, Any] | None = None  # {name, alpha, options}: add -alpha * reward(x0) (DI++, DI*, guidance)
 
 
@@ -36,7 +36,20 @@ class DiscreteRecipe:
     entropy_weight: float = bounded(0.0, lo=0)  # entropy bonus on the student's predictions at the rollout states
     reuse_rollouts: bool = False  # the discriminator's fake side is the previous generator step's rollout
     discriminator: dict[str, Any] | None = None  # options of the backend's discriminator
-    real: str = "teacher"  # the discriminator's real side: one of the backend's sources
+    real: str | None = None  # the discriminator's real side: one of the backend's sources; None = its first
+
+
+def real_source(real: str | None, sources: dict, needed: bool, where: str) -> str | None:
+    """The name of the real-sample source a recipe uses: `real` if the backend offers it (a name it does not
+    offer is refused, used or not), else the backend's first source; None when nothing needs one."""
+    if real is not None and real not in sources:
+        raise ConfigError(f"config key {where}.real = {real!r} is not a source of real samples here; "
+                          f"choose one of: {', '.join(sources) or 'none (this modality has no real samples)'}")
+    name = real if real is not None else next(iter(sources), None)
+    if needed and name is None:
+        raise ConfigError(f"config key {where}.real: the discriminator needs real samples and this modality "
+                          "offers none")
+    return name if needed else None
 
 
 def check_recipes(cfg: Any) -> None:

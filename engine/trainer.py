@@ -52,7 +52,8 @@ class Trainer:
         self.run_config, self.resume_changed = run_config, resume_changed
         self._stop: int | None = None  # the signal that asked the run to stop
         torch.manual_seed(cfg.seed + 1000 * self.rank)
-        self.noise = Noise(cfg.seed, self.rank, self.world, self.acc.device)
+        free = free_memory()
+        self.noise = Noise(cfg.seed, self.rank, self.world, self.acc.device, max_bytes=free // 4 if free else None)
         for m in objective.modules.values():
             m.to(self.acc.device)
             if self.world > 1:  # every process starts from rank 0's weights, as DDP does
@@ -242,8 +243,9 @@ class Trainer:
             self._load_state(tensors, meta)
         except (KeyError, TypeError, ValueError, IndexError) as e:
             what = e.args[0] if isinstance(e, KeyError) and e.args else str(e).splitlines()[0]
-            raise ckpt.CheckpointError(f"checkpoint at step {meta.get('step')} is incomplete or was not written by "
-                                       f"this version of unidistill (missing or malformed: {what})") from None
+            raise ckpt.CheckpointError(f"checkpoint at step {meta.get('step')}: {ckpt.TENSORS} or {ckpt.META} is "
+                                       f"incomplete or was not written by unidistill (missing or malformed: "
+                                       f"{what})") from None
 
     def _load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
         for name, m in self.obj.modules.items():
@@ -301,7 +303,8 @@ class Trainer:
         changed = changed_keys(saved, self.run_config)
         if not changed:
             return
-        what = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:4])
+        order = sorted(changed, key=lambda k: (k != "modality", k))  # a change of modality says the most
+        what = "; ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in order[:4])
         more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
         if not self.resume_changed:
             raise ckpt.CheckpointError(
@@ -435,12 +438,27 @@ def write_config(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def free_memory() -> int | None:
+    """Bytes of memory available now (Linux: MemAvailable, which counts reclaimable cache; other POSIX: free
+    pages), or None where that cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def check_memory(modules: dict[str, nn.Module]) -> None:
     """Refuse networks whose weights, gradients, Adam moments and the generator's EMA cannot fit in the
     memory this machine has free (CPU), before the first step tries to allocate them."""
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not POSIX: no estimate
+    free = free_memory()
+    if free is None:  # not POSIX: no estimate
         return
     need = 0
     for name, m in modules.items():

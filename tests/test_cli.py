@@ -158,6 +158,19 @@ def test_bad_config_fails_in_one_line(override, expected, capsys, tmp_path):
     assert not list(tmp_path.glob("checkpoints/*"))
 
 
+def test_numbers_written_without_a_dot_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e-3 as a string; config fields and registry options read it as the number
+    (these were refusals in the bad-input catalogue before)."""
+    from unidistill.engine.builders import coerce_options
+    from unidistill.engine.cli import load_run_config
+    from unidistill.engine.divergences import DIVERGENCES
+
+    run = load_run_config(RING, ["train.lr.generator=1e-3", "distill.divergence.alpha=5e-1"])
+    assert run.train.lr["generator"] == 1e-3 and isinstance(run.train.lr["generator"], float)
+    options = coerce_options(DIVERGENCES.get("sid"), {"alpha": run.cfg.distill.divergence["alpha"]}, "d")
+    assert options == {"alpha": 0.5}
+
+
 def test_missing_config_file(capsys, tmp_path):
     assert "does not exist" in run_err(["distill", str(tmp_path / "nope.yaml")], capsys)
 

@@ -88,7 +88,8 @@ def one_line_error(args, capsys) -> str:
     ({"divergence": {"name": "sim"}}, "unknown config key divergence (did you mean distill.divergence?)"),
     ({"distill": {"divergence": {"name": "fdiv"}, "reward": {"name": "contrast", "alpha": 0.1, "gain": 2}}},
      "distill.reward.gain is not an option of 'contrast'; allowed: none"),
-    ({"distill": {"time_sampler": {"name": "karras", "u_max": 2.0}}}, "karras u_max must be in (0, 1], got 2.0"),
+    ({"distill": {"time_sampler": {"name": "karras", "u_max": 2.0}}},
+     "distill.time_sampler.u_max must be in (0, 1], got 2.0"),
 ])
 def test_bad_student_config_fails_in_one_line(overrides, expected, edm_teacher, tmp_path, capsys):
     cfg = write_config(tmp_path / "c.yaml", **{"teacher": str(edm_teacher), **overrides})

@@ -152,5 +152,6 @@ def test_uniform_anneals_its_upper_end_with_training_progress():
     jump = TIME_SAMPLERS.get("uniform")(t_min=0.02, t_max=0.98, t_max_end=0.5, anneal=[0.2, 0.2])
     assert jump(1000, p, generator=g, progress=0.19).max() > 0.9
     assert jump(1000, p, generator=g, progress=0.2).max() <= 0.5
-    with pytest.raises(ValueError, match="anneal"):
+    with pytest.raises(ValueError, match=r"start <= end") as refused:
         TIME_SAMPLERS.get("uniform")(anneal=[0.8, 0.2])
+    assert refused.value.option == "anneal"  # the builder names the key: distill.time_sampler.anneal

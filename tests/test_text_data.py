@@ -77,7 +77,7 @@ def test_local_files_load_through_datasets(tmp_path) -> None:
         load_documents(str(bad))
     nofield = tmp_path / "d.json"
     nofield.write_text(json.dumps([{"body": "x"}]))
-    with pytest.raises(ConfigError, match="needs a 'text' column"):
+    with pytest.raises(ConfigError, match="must hold records with a 'text' field"):
         load_documents(str(nofield))
     empty = tmp_path / "e.jsonl"
     empty.write_text(json.dumps({"text": "  "}))

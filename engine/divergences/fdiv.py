@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..config import OptionError
 from ..registry import Registry
 from .base import DIVERGENCES, WEIGHTINGS, Critics, Divergence, pathwise
 
@@ -83,7 +84,7 @@ class FDivergence(Divergence):
     def __init__(self, f: str = "fkl", weighting: str = "sigma2", log_ratio_clip: float = 10.0,
                  normalise_h: bool = False):
         if not log_ratio_clip > 0:
-            raise ValueError(f"log_ratio_clip must be > 0, got {log_ratio_clip}")
+            raise OptionError("log_ratio_clip", f"must be > 0, got {log_ratio_clip}")
         self.name = f
         self.fn = F_FUNCTIONS.get(f)
         self.weighting = WEIGHTINGS.get(weighting)

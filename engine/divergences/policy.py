@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..config import OptionError
 from ..registry import Registry
 from .fdiv import F_FUNCTIONS
 
@@ -43,9 +44,11 @@ class PolicyGradient:
                  clip: float | None = 5.0, log_ratio_clip: float = 10.0):
         self.fn = F_FUNCTIONS.get(f)
         if group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {group_size}")
-        if (clip is not None and not clip > 0) or not log_ratio_clip > 0:
-            raise ValueError(f"clip (or null) and log_ratio_clip must be > 0, got {clip}, {log_ratio_clip}")
+            raise OptionError("group_size", f"must be >= 1, got {group_size}")
+        if clip is not None and not clip > 0:
+            raise OptionError("clip", f"must be > 0 (or null: no clipping), got {clip}")
+        if not log_ratio_clip > 0:
+            raise OptionError("log_ratio_clip", f"must be > 0, got {log_ratio_clip}")
         self.group_size = group_size
         self.normalise = normalise
         self.clip = clip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import OptionError
 from ..process import bcast
 from .base import DIVERGENCES, WEIGHTINGS, Critics, Divergence, per_element, per_example, score_terms
 
@@ -23,7 +24,7 @@ def l2(y, t):
 def pseudo_huber(c: float):
     """d(y) = sqrt(||y||^2 + c^2) - c (SIM, Luo et al. 2024), d'(y) = y / sqrt(||y||^2 + c^2)."""
     if not c > 0:
-        raise ValueError(f"pseudo-Huber c must be > 0, got {c}")
+        raise OptionError("c", f"(pseudo-Huber) must be > 0, got {c}")
 
     def d(y, t):
         n = torch.sqrt(per_element(y**2, t) + c**2)

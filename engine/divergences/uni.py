@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import OptionError
 from .base import DIVERGENCES, WEIGHTINGS, Critics, Divergence, per_element, per_example, score_terms
 from .fdiv import F_FUNCTIONS
 
@@ -20,7 +21,7 @@ class UniInstruct(Divergence):
 
     def __init__(self, f: str = "fkl", weighting: str = "sigma4", log_ratio_clip: float = 10.0):
         if not log_ratio_clip > 0:
-            raise ValueError(f"log_ratio_clip must be > 0, got {log_ratio_clip}")
+            raise OptionError("log_ratio_clip", f"must be > 0, got {log_ratio_clip}")
         self.fn = F_FUNCTIONS.get(f)
         self.weighting = WEIGHTINGS.get(weighting)
         self.clip = log_ratio_clip

@@ -22,7 +22,7 @@ def _recipe() -> ContinuousRecipe:
 @dataclass
 class ImageConfig:
     teacher: str = "digits"  # shipped: digits (EDM) | digits_flow (rectified flow); or a local diffusers folder
-    guidance_scale: float = bounded(1.0, lo=0)  # classifier-free guidance w in the teacher's denoiser (1 = none)
+    guidance_scale: float = bounded(1.0, lo=0, hi=100)  # classifier-free guidance w in the teacher (1 = none)
     prompts: list[str] | None = None  # text-conditioned teachers: the prompts to distil on
     student_sigmas: list[float] = bounded(lo=0, lo_open=True, factory=lambda: [2.5])  # EDM sigma/alpha per step
     # the engine's recipe; the fake score is a copy of the teacher (no options), the discriminator takes
@@ -37,7 +37,7 @@ class ImageConfig:
 class TeachEval:
     n_samples: int = bounded(1000, lo=2)  # samples drawn for digits-FID at the end (and every train.eval_every)
     steps: int = bounded(18, lo=1)  # Heun steps of the probability-flow ODE used for those samples
-    guidance_scale: float = bounded(1.0, lo=0)  # classifier-free guidance used for those samples
+    guidance_scale: float = bounded(1.0, lo=0, hi=100)  # classifier-free guidance used for those samples
 
 
 @dataclass

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from unidistill.engine import process as proc
-from unidistill.engine.builders import build_named
+from unidistill.engine.builders import build_named, check_options
 from unidistill.engine.config import ConfigError
 from unidistill.engine.distill import edm_weight
 from unidistill.engine.objective import Outputs, sample_path
@@ -28,11 +28,17 @@ def load_images(data: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     path = Path(data)
     if not path.is_file():
         raise ConfigError(f"config key data: {data!r} is neither 'digits' nor an existing .npz file")
-    with np.load(path) as f:
-        if "x" not in f:
-            raise ConfigError(f"config key data: {path} has no array 'x' (images (N, C, H, W) in [-1, 1])")
-        x = torch.from_numpy(np.asarray(f["x"], dtype=np.float32))
-        y = torch.from_numpy(np.asarray(f["y"], dtype=np.int64)) if "y" in f else None
+    try:
+        with np.load(path) as f:  # allow_pickle stays False: object arrays are refused
+            if "x" not in f:
+                raise ConfigError(f"config key data: {path} has no array 'x' (images (N, C, H, W) in [-1, 1])")
+            x = torch.from_numpy(np.asarray(f["x"], dtype=np.float32))
+            y = torch.from_numpy(np.asarray(f["y"], dtype=np.int64)) if "y" in f else None
+    except ConfigError:
+        raise
+    except (OSError, EOFError, ValueError) as e:
+        raise ConfigError(f"config key data: {path} is not a readable .npz of numbers "
+                          f"({str(e).splitlines()[0][:100]})") from None
     if x.ndim != 4 or not torch.isfinite(x).all() or x.abs().max() > 1 + 1e-6:
         raise ConfigError(f"config key data: {path} 'x' must be finite (N, C, H, W) in [-1, 1], got {tuple(x.shape)}")
     return x, y
@@ -42,6 +48,7 @@ def build_teacher_network(cfg: TeachConfig, images: torch.Tensor, labels: torch.
     """A fresh UNet2DModel wrapped as a DiffusersDenoiser; checks shapes and classes against the data."""
     from diffusers import UNet2DModel
 
+    check_options(UNet2DModel, cfg.network, "network", "diffusers UNet2DModel")
     try:
         net = UNet2DModel(**cfg.network)
     except (TypeError, ValueError) as e:

@@ -86,17 +86,31 @@ def load_dataset(folder: str | Path) -> Dataset:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{folder} is not a PDE dataset (no meta.json); write one with "
                                 "`python -m unidistill.modalities.pde.data PDE --out FOLDER`")
-    meta = json.loads(meta_path.read_text())
-    pde = build_pde(meta["pde"], **meta.get("options", {}))
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_path} is not valid JSON ({e})") from None
+    missing = [k for k in ("pde", "size") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ValueError(f"{meta_path} lacks {', '.join(missing)}")
+    try:
+        pde = build_pde(meta["pde"], **meta.get("options", {}))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{meta_path}: {e.args[0] if isinstance(e, KeyError) else e}") from None
     splits = {}
     for split in ("train", "test"):
         path = folder / f"{split}.npz"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing")
-        with np.load(path) as f:
-            if "fields" not in f:
-                raise ValueError(f"{path} has no array 'fields'")
-            x = np.asarray(f["fields"], dtype=np.float64)
+        try:
+            with np.load(path) as f:  # allow_pickle stays False: object arrays are refused
+                if "fields" not in f:
+                    raise ValueError(f"{path} has no array 'fields'")
+                x = np.asarray(f["fields"], dtype=np.float64)
+        except (OSError, EOFError, ValueError) as e:
+            if str(path) in str(e):
+                raise
+            raise ValueError(f"{path} is not a readable .npz of numbers ({str(e).splitlines()[0][:100]})") from None
         want = (len(pde.channels), meta["size"], meta["size"])
         if x.ndim != 4 or x.shape[1:] != want or not np.all(np.isfinite(x)):
             raise ValueError(f"{path}: 'fields' must be finite (n, {want[0]}, {want[1]}, {want[2]}), got {x.shape}")

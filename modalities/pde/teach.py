@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from unidistill.engine import process as proc
-from unidistill.engine.builders import build_named
+from unidistill.engine.builders import build_named, check_options
 from unidistill.engine.config import ConfigError
 from unidistill.engine.distill import edm_weight
 from unidistill.engine.objective import Outputs, sample_path
@@ -26,6 +26,7 @@ from .teacher import Normaliser, PDETeacher
 def build_teach(cfg: PDETeachConfig, out_dir: Path) -> DenoisingObjective:
     from diffusers import UNet2DModel
 
+    check_options(UNet2DModel, cfg.network, "network", "diffusers UNet2DModel")
     try:
         ds = load_dataset(cfg.data)
     except (FileNotFoundError, ValueError) as e:

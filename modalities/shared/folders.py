@@ -15,15 +15,20 @@ NETWORK_FOLDERS = ("unet", "transformer")
 SAFE = {"use_safetensors": True, "local_files_only": True}
 
 
+class WeightsError(ValueError):
+    """A weights folder that cannot be read safely: pickled weights only, or a damaged safetensors file."""
+
+
 def load_weights(cls, folder: Path, **kwargs):
     """cls.from_pretrained(folder) from safetensors only, quietly; a folder whose weights are only pickled
-    (.bin, .pt, .ckpt) is refused in one line naming the file."""
+    (.bin, .pt, .ckpt) is refused in one line naming the file, and so is a damaged safetensors file."""
     import diffusers
     import transformers
+    from safetensors import SafetensorError
 
     pickled = sorted(p.name for p in Path(folder).glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
     if pickled and not list(Path(folder).glob("*.safetensors")):
-        raise ValueError(f"{folder} holds pickled weights only ({', '.join(pickled)}); loading them could run "
+        raise WeightsError(f"{folder} holds pickled weights only ({', '.join(pickled)}); loading them could run "
                          "code, so only safetensors are read: convert them (save_pretrained(..., "
                          "safe_serialization=True))")
     levels = diffusers.utils.logging.get_verbosity(), transformers.utils.logging.get_verbosity()
@@ -31,6 +36,10 @@ def load_weights(cls, folder: Path, **kwargs):
     transformers.utils.logging.set_verbosity_error()
     try:
         return cls.from_pretrained(folder, **SAFE, **kwargs)
+    except SafetensorError as e:
+        names = ", ".join(sorted(p.name for p in Path(folder).glob("*.safetensors")))
+        raise WeightsError(f"{folder}: {names or 'the safetensors file'} cannot be read ({e}); "
+                         "the file is damaged or incomplete") from None
     finally:
         diffusers.utils.logging.set_verbosity(levels[0])
         transformers.utils.logging.set_verbosity(levels[1])
@@ -41,9 +50,19 @@ def read_scheduler(folder: Path) -> tuple[dict, Parameterisation, Any]:
     path = Path(folder) / "scheduler" / "scheduler_config.json"
     if not path.is_file():
         raise FileNotFoundError(f"teacher folder {folder} has no scheduler/scheduler_config.json")
-    config = json.loads(path.read_text())
+    config = read_json(path)
+    if not isinstance(config, dict) or "_class_name" not in config:
+        raise ValueError(f"{path} must be a JSON object with a _class_name (the diffusers scheduler class)")
     param, process = Parameterisation.from_scheduler(config)
     return config, param, process
+
+
+def read_json(path: Path):
+    """json.loads of a file, with the file named when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
 
 
 def find_network(folder: Path) -> tuple[str, str]:
@@ -51,7 +70,10 @@ def find_network(folder: Path) -> tuple[str, str]:
     sub = next((s for s in NETWORK_FOLDERS if (Path(folder) / s / "config.json").is_file()), None)
     if sub is None:
         raise FileNotFoundError(f"teacher folder {folder} has no unet/config.json or transformer/config.json")
-    return sub, json.loads((Path(folder) / sub / "config.json").read_text()).get("_class_name", "?")
+    config = read_json(Path(folder) / sub / "config.json")
+    if not isinstance(config, dict):
+        raise ValueError(f"{Path(folder) / sub / 'config.json'} must be a JSON object")
+    return sub, config.get("_class_name", "?")
 
 
 def replace_folder(tmp: Path, folder: Path) -> Path:

@@ -35,7 +35,8 @@ class RolloutConfig:
 
 @dataclass
 class GuidanceConfig:
-    scale: list[float] = field(default_factory=lambda: [0.0, 0.0])  # tilt strength h, start -> end (0 = off)
+    # tilt strength h, start -> end (0 = off)
+    scale: list[float] = bounded(factory=lambda: [0.0, 0.0], length=2, meaning="[start, end]")
     tilt_fraction: float = bounded(0.5, lo=0, hi=1)  # share of the steps that tilt; the rest re-rank candidates
     candidates: int = bounded(1, lo=1)  # candidates per re-ranked step (1 = off)
     grad_clip: float = bounded(1.0, lo=0, lo_open=True)  # element-wise clip of the discriminator gradient

@@ -1,8 +1,9 @@
 """Text corpora, offline: the English documentation that ships with every CPython
-(`pydoc_data.topics`, about 465k characters) or local .txt/.json/.jsonl files read with `datasets`;
+(`pydoc_data.topics`, about 465k characters) or local .txt/.json/.jsonl/.parquet files;
 split into train and held-out text, tokenised and packed into fixed-length blocks (MDLM "wrap")."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -23,34 +24,50 @@ def pydoc_documents() -> list[str]:
 
 
 def file_documents(path: str | Path) -> list[str]:
-    """Documents from a local .txt (one document per file), .json or .jsonl file (a "text" field per record)."""
-    import datasets
-
+    """Documents from a local file: .txt (the whole file is one document), .jsonl (one JSON record per line),
+    .json (a list of records, or {"text": [...]}) or .parquet (read with `datasets`); records need a "text"
+    field. Malformed files fail naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config key corpus: {str(path)!r} is neither 'pydoc' nor an existing .txt/.json/.jsonl file")
+        raise ConfigError(f"config key corpus: {str(path)!r} is neither 'pydoc' nor an existing .txt/.json/.jsonl/"
+                          ".parquet file")
     suffix = path.suffix.lower()
-    datasets.disable_progress_bars()
     try:
         if suffix == ".txt":
-            ds = datasets.load_dataset("text", data_files=str(path), sample_by="document", split="train")
-        elif suffix in (".json", ".jsonl"):
-            ds = datasets.load_dataset("json", data_files=str(path), split="train")
+            return [path.read_text()]
+        if suffix == ".jsonl":
+            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        elif suffix == ".json":
+            data = json.loads(path.read_text())
+            records = [{"text": t} for t in data["text"]] if isinstance(data, dict) and "text" in data else data
+        elif suffix == ".parquet":
+            import datasets
+
+            datasets.disable_progress_bars()
+            datasets.utils.logging.set_verbosity_error()
+            records = list(datasets.load_dataset("parquet", data_files=str(path), split="train"))
         else:
-            raise ConfigError(f"config key corpus: {path} has suffix {suffix!r}; allowed: .txt, .json, .jsonl")
+            raise ConfigError(f"config key corpus: {path} has suffix {suffix!r}; allowed: .txt, .json, .jsonl, "
+                              ".parquet")
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config key corpus: {path} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config key corpus: {path} is not UTF-8 text") from None
     except ConfigError:
         raise
-    except Exception as e:  # datasets raises many types for a malformed file
+    except Exception as e:  # a malformed parquet file: datasets raises many types
         raise ConfigError(f"config key corpus: {path} could not be read: {str(e).splitlines()[0]}") from None
-    if "text" not in ds.column_names:
-        raise ConfigError(f"config key corpus: {path} has columns {ds.column_names}; it needs a 'text' column")
-    return [str(t) if t is not None else "" for t in ds["text"]]
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "text" in r for r in records):
+        raise ConfigError(f"config key corpus: {path} must hold records with a 'text' field")
+    return [str(r["text"]) if r["text"] is not None else "" for r in records]
 
 
 def load_documents(corpus: str) -> list[str]:
     """Non-empty documents of `corpus` ("pydoc" or a file); empty ones are dropped with a log line."""
     docs = pydoc_documents() if corpus == "pydoc" else file_documents(corpus)
     kept = [d for d in docs if d.strip()]
+    if not kept:
+        raise ConfigError(f"config key corpus: {corpus} has no non-empty documents")
     if len(kept) < len(docs):
         log.warning("corpus %s: dropped %d empty documents of %d", corpus, len(docs) - len(kept), len(docs))
     if not kept:

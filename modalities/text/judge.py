@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor
 
+from unidistill.engine.builders import check_options
 from unidistill.engine.config import ConfigError
 from unidistill.engine.objective import Objective, Outputs
 
@@ -16,6 +17,7 @@ def build_judge(network: dict, vocab_size: int, length: int, eos_id: int):
     """A fresh GPT2LMHeadModel; n_positions must hold the BOS plus `length` tokens; EOS doubles as BOS."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    check_options(GPT2Config, network, "network", "GPT2Config (the judge)")
     cfg = {"n_positions": length + 1, **network, "vocab_size": vocab_size, "bos_token_id": eos_id,
            "eos_token_id": eos_id}
     try:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from unidistill.engine.config import ConfigError
+from unidistill.modalities.shared.folders import WeightsError, load_weights
 
 from .mdlm import MDLMConfig, MDLMModel, subs
 from .tokenizer import check_tokenizer, quiet_transformers
@@ -151,15 +152,17 @@ def _load_tokenizer(folder: Path, tokenizer):
 def _load_hf(folder: Path):
     from transformers import AutoModelForMaskedLM
 
-    kw = {"local_files_only": True, "trust_remote_code": False, "use_safetensors": True}  # never unpickle
+    kw = {"trust_remote_code": False}  # load_weights: safetensors and local files only, never unpickled
     try:
-        return AutoModelForMaskedLM.from_pretrained(str(folder), **kw)
+        return load_weights(AutoModelForMaskedLM, folder, **kw)
+    except WeightsError as e:
+        raise ConfigError(f"model folder {e}") from None
     except (ValueError, KeyError):  # not a masked-LM architecture: try the bare auto class below
         pass
     except (OSError, RuntimeError) as e:
         raise ConfigError(f"model folder {folder}: cannot load the masked LM ({_first_line(e)})") from None
     try:
-        model = AutoModel.from_pretrained(str(folder), **kw)
+        model = load_weights(AutoModel, folder, **kw)
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         raise ConfigError(f"model folder {folder}: cannot load the architecture ({_first_line(e)}); "
                           "allowed are transformers masked LMs (AutoModelForMaskedLM) and MDLM folders") from None
@@ -192,7 +195,7 @@ def load_masked_lm(folder: str | Path, tokenizer=None):
             raise ConfigError(f"model folder {folder}: the tokenizer has no mask token; masked diffusion needs one")
         check_tokenizer(tok, str(folder))
         try:
-            model = MDLMModel.from_pretrained(str(folder), local_files_only=True).float()  # may be stored in fp16
+            model = load_weights(MDLMModel, folder).float()  # safetensors only; may be stored in fp16
         except (ValueError, KeyError, OSError, RuntimeError) as e:
             raise ConfigError(f"model folder {folder}: cannot load the MDLM ({_first_line(e)})") from None
         if model.config.vocab_size < len(tok):

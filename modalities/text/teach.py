@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from unidistill.engine.builders import check_options
 from unidistill.engine.config import ConfigError
 from unidistill.engine.objective import Outputs, sample_path
 from unidistill.engine.process import MaskingProcess
@@ -52,6 +53,11 @@ def export_with_record(model, tok, run: Path, name: str) -> Path:
 
 
 def build_teach(cfg: TeachConfig, out_dir: Path):
+    from transformers import GPT2Config
+
+    judge_kind = cfg.kind == "judge"
+    check_options(GPT2Config if judge_kind else MDLMConfig, cfg.network, "network",
+                  "GPT2Config (the judge)" if judge_kind else "MDLMConfig")  # before the corpus is read
     tok = load_tokenizer(resolve_folder(cfg.tokenizer, "tokenizer"))
     blocks = corpus_blocks(cfg.corpus, tok, cfg.length, "train")
     held = corpus_blocks(cfg.corpus, tok, cfg.length, "held_out")[: cfg.eval.held_out_blocks]
