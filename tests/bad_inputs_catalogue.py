@@ -22,7 +22,7 @@ folder, tests/text_fixtures.tiny_mdlm), {judge_text} (tests/text_fixtures.tiny_j
 
 A good rejection: exit code 2, exactly one stderr line `unidistill: error: ...` containing `expect`, and no
 checkpoint or log.csv row written (tests/test_bad_inputs.py runs every case). Before the reliability work
-(commit c76ae7f) 279 of these 414 cases were refused that way; 57 were accepted, 25 ended in a traceback,
+(commit c76ae7f) 279 of the 414 cases catalogued then were refused that way; 57 were accepted, 25 ended in a traceback,
 6 failed only after training and 47 gave a message that named no key.
 
 Nothing heavy is imported at module import time; setup helpers import torch/diffusers/numpy when called.
