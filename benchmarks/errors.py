@@ -32,9 +32,11 @@ CASES = [
     ("divergence name typo", "registry (imports torch)", TOY, "distill.divergence.name=klx"),
     ("divergence option typo", "registry (imports torch)", IMAGE, "distill.divergence.alpah=1"),
     ("divergence option value", "registry (imports torch)", TOY, "distill.divergence={name: sim, c: -1.0}"),
-    ("real source typo (toy)", "backend build", TOY, "distill.real=bogus"),
-    ("fake-score option typo (image)", "backend build, after the teacher", IMAGE, "distill.fake.width=3"),
-    ("real source on PDE", "backend build, after the teacher", PDE, "distill.real=bogus"),
+    ("real source typo (toy)", "Backend.offers", TOY, "distill.real=bogus"),
+    ("fake-score option typo (image)", "Backend.offers", IMAGE, "distill.fake.width=3"),
+    ("reward name typo (image)", "Backend.offers", IMAGE, "distill.reward={name: clasifier, alpha: 0.1}"),
+    ("real source on PDE", "Backend.offers", PDE, "distill.real=bogus"),
+    ("student sigmas above the teacher's", "backend build, after the teacher", IMAGE, "student_sigmas=[500.0]"),
 ]
 
 

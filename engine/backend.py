@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .objective import Objective
+    from .recipe import Offers
 
 GROUP = "unidistill.backends"
 DISTRIBUTION = "unidistill"
@@ -70,6 +71,13 @@ class Backend:
     def sampler(self, cfg: Any, run_dir: Path) -> Sampler:
         """The trained run's generator and its decoding, without the teacher pool, fake score or the rest."""
         raise NotImplementedError
+
+    def offers(self, cfg: Any) -> Offers | None:
+        """What this config's parts will offer its recipe (fake-score and discriminator option names, real
+        sources, rewards), read from the config alone and without torch, so that a typo in those keys is
+        reported before the teacher loads; None leaves every such check to the build. The conformance suite
+        asserts it matches the parts the backend builds."""
+        return None
 
     def smoke_config(self, workdir: Path) -> dict[str, Any]:
         """A config (without modality and train) on tiny networks written under workdir."""

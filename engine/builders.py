@@ -40,8 +40,9 @@ def build_named(registry: Registry, section: dict[str, Any] | str, where: str, *
 
 
 def check_options(factory, options: dict[str, Any], where: str, what: str, exclude=()) -> None:
-    """Every key of `options` must be a keyword option of `factory`, else a one-line ConfigError."""
-    allowed = options_of(factory, exclude)
+    """Every key of `options` must be a keyword option of `factory` (or one of a tuple of option names),
+    else a one-line ConfigError."""
+    allowed = list(factory) if isinstance(factory, (tuple, list)) else options_of(factory, exclude)
     for k in options:
         if k not in allowed:
             raise ConfigError(f"config key {where}.{k} is not an option of {what}; "

@@ -70,7 +70,7 @@ def cmd_train(args) -> int:
     from .runlock import RunLock
 
     run = load_run_config(args.config, args.set, args.command)
-    check_recipes(run.cfg)
+    check_recipes(run.cfg, run.backend.offers(run.cfg) if args.command == "distill" else None)
     out = prepare_out(Path(args.out or Path("runs") / Path(args.config).stem))
     import os
 

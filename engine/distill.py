@@ -22,7 +22,7 @@ from .divergences import DIVERGENCES, ESTIMATORS, Critics, Divergence, RewardTer
 from .noise import Noise
 from .objective import Objective, Outputs, Progress
 from .process import TIME_SAMPLERS, GaussianProcess
-from .recipe import ContinuousRecipe, real_source
+from .recipe import ContinuousRecipe, Offers, offers_of, real_source
 from .registry import Registry
 
 Latents = Callable[[Noise, int, Progress], tuple[Tensor, Any]]  # (noise, n, progress) -> (z, cond)
@@ -54,8 +54,9 @@ class ContinuousDistillation(Objective):
                  fake: nn.Module | None = None, aux_time_sampler: Callable | None = None,
                  fake_weight: Callable | None = None, discriminator: nn.Module | None = None,
                  real: Real | None = None, reward: RewardTerm | None = None, condition: Condition | None = None,
-                 time_shape: tuple[int, ...] = (), outputs: Outputs | None = None):
+                 time_shape: tuple[int, ...] = (), outputs: Outputs | None = None, offers: Offers | None = None):
         super().__init__(outputs)
+        self.offers = offers  # what the backend's parts offered (the conformance suite checks its declaration)
         name = type(divergence).__name__
         if "fake" in divergence.needs and fake is None:
             raise ValueError(f"divergence {name} needs a fake score; give it a fake score network")
@@ -193,7 +194,7 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
         process=parts.process, teacher=parts.teacher, generator=parts.generator, latents=parts.latents,
         divergence=divergence, time_sampler=t_gen, aux_time_sampler=t_aux, fake=fake, fake_weight=parts.fake_weight,
         discriminator=disc, real=real, reward=reward, condition=parts.condition, time_shape=parts.time_shape,
-        outputs=outputs)
+        outputs=outputs, offers=offers_of(parts))
 
 
 def probe_times(sampler: Callable, process, where: str) -> None:

@@ -25,7 +25,7 @@ from .masked_sampling import Predictor, Trajectory
 from .noise import Noise
 from .objective import Objective, Outputs, Progress
 from .process import TIME_SAMPLERS, MaskingProcess, bcast
-from .recipe import DiscreteRecipe, real_source
+from .recipe import DiscreteRecipe, Offers, offers_of, real_source
 
 # (student, n, group_size) -> trajectory; the estimator compares consecutive groups of group_size rows, and a
 # rollout may share randomness within a group (DiDi-Instruct draws one intermediate time tau per group)
@@ -85,8 +85,9 @@ class DiscreteDistillation(Objective):
                  corruptions: int = 1, coupled_time: bool = False,
                  time_weight: Callable[[Tensor], Tensor] | None = None,
                  regularisers: dict[str, tuple[float, Regulariser]] | None = None, reuse_rollouts: bool = False,
-                 teacher: Predictor | None = None, outputs: Outputs | None = None):
+                 teacher: Predictor | None = None, outputs: Outputs | None = None, offers: Offers | None = None):
         super().__init__(outputs)
+        self.offers = offers  # what the backend's parts offered (the conformance suite checks its declaration)
         if (discriminator is None) == (oracle is None):
             raise ValueError("the policy-gradient estimator needs exactly one density-ratio source: "
                              "a discriminator or an oracle")
@@ -245,4 +246,4 @@ def build_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, outputs: Output
         time_sampler=build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler"), real=real,
         discriminator=disc, oracle=parts.oracle, corruptions=recipe.corruptions, coupled_time=recipe.coupled_time,
         time_weight=inverse_t_weight() if recipe.time_weight == "inverse_t" else None, regularisers=regs,
-        reuse_rollouts=recipe.reuse_rollouts, teacher=parts.teacher, outputs=outputs)
+        reuse_rollouts=recipe.reuse_rollouts, teacher=parts.teacher, outputs=outputs, offers=offers_of(parts))

@@ -39,6 +39,55 @@ class DiscreteRecipe:
     real: str | None = None  # the discriminator's real side: one of the backend's sources; None = its first
 
 
+@dataclass(frozen=True)
+class Offers:
+    """What a backend's parts offer a recipe, declared from its config without torch (`Backend.offers`), so the
+    distill: section's networks, option names, real sources and rewards are checked before a teacher loads.
+    The engine records the same facts from the parts it is given (`offers_of`), and the conformance suite
+    asserts the declaration matches them."""
+
+    fake: tuple[str, ...] | None = None  # option names of the fake-score factory; None: no fake score
+    discriminator: tuple[str, ...] | None = None  # option names of the discriminator factory; None: none
+    real: tuple[str, ...] = ()  # real sources a config may name (a source may depend on the teacher)
+    rewards: tuple[str, ...] | None = None  # rewards a config may name; None: none
+
+
+def offers_of(parts: Any) -> Offers:
+    """The Offers of a backend's built ContinuousParts or DiscreteParts (dataclass fields; the discrete parts
+    have no fake score or rewards)."""
+    from .builders import options_of
+
+    fake, disc, rewards = (getattr(parts, k, None) for k in ("fake", "discriminator", "rewards"))
+    return Offers(fake=None if fake is None else tuple(options_of(fake)),
+                  discriminator=None if disc is None else tuple(options_of(disc)),
+                  real=tuple(parts.real), rewards=None if rewards is None else tuple(rewards.names()))
+
+
+def check_offers(recipe: ContinuousRecipe | DiscreteRecipe, offers: Offers, where: str) -> None:
+    """The checks of a recipe against a backend's offers that need no torch: network option names, the real
+    source's name and the reward's name. The rest waits for the divergence's class (check_recipe)."""
+    from .builders import check_options
+
+    sections = [("discriminator", "this modality's discriminator", offers.discriminator)]
+    if isinstance(recipe, ContinuousRecipe):
+        sections.insert(0, ("fake", "this modality's fake score", offers.fake))
+    for key, what, names in sections:
+        options = getattr(recipe, key)
+        if options is not None and names is not None:
+            if not isinstance(options, dict):
+                raise ConfigError(f"config key {where}.{key} must be a mapping of options, got {options!r}")
+            check_options(names, options, f"{where}.{key}", what)
+    if recipe.real is not None and recipe.real not in offers.real:
+        real_source(recipe.real, dict.fromkeys(offers.real), False, where)
+    reward = getattr(recipe, "reward", None)
+    if isinstance(reward, dict) and isinstance(reward.get("name"), str):
+        if offers.rewards is None:
+            raise ConfigError(f"config key {where}.reward: this modality offers no rewards")
+        if reward["name"] not in offers.rewards:
+            raise ConfigError(f"config key {where}.reward.name: unknown reward {reward['name']!r}; choose one of: "
+                              f"{', '.join(offers.rewards)}")
+
+
 def real_source(real: str | None, sources: dict, needed: bool, where: str) -> str | None:
     """The name of the real-sample source a recipe uses: `real` if the backend offers it (a name it does not
     offer is refused, used or not), else the backend's first source; None when nothing needs one."""
@@ -52,18 +101,22 @@ def real_source(real: str | None, sources: dict, needed: bool, where: str) -> st
     return name if needed else None
 
 
-def check_recipes(cfg: Any) -> None:
-    """Check the divergence (or estimator) and the time samplers of every recipe section of a backend config,
-    names and options, before the backend builds anything: such a typo costs the import of torch, not a
-    teacher load. The rest of the section (fake, discriminator, real, reward) is checked by the builder,
-    against what the backend offers, before any network is built."""
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
+def check_recipes(cfg: Any, offers: Offers | None = None) -> None:
+    """Check every recipe section of a backend config before the backend builds anything: against the
+    backend's declared `offers` first (no torch: a typo there is reported at once), then the divergence (or
+    estimator) and the time samplers, names and options (the import of torch, not a teacher load). The
+    builder checks the rest against the parts themselves, before any network is built."""
+    recipes = [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]
+    recipes = [(k, v) for k, v in recipes if isinstance(v, (ContinuousRecipe, DiscreteRecipe))]
+    if offers is not None:
+        for where, value in recipes:
+            check_offers(value, offers, where)
+    for where, value in recipes:
         if isinstance(value, ContinuousRecipe):
             from .distill import check_recipe
 
-            check_recipe(value, f.name)
+            check_recipe(value, where)
         elif isinstance(value, DiscreteRecipe):
             from .distill_discrete import check_recipe
 
-            check_recipe(value, f.name)
+            check_recipe(value, where)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +174,28 @@ def test_numbers_written_without_a_dot_are_numbers(tmp_path):
     assert options == {"alpha": 0.5}
 
 
+@pytest.mark.parametrize("config,override,expected", [
+    (RING, "distill.real=bogus", "distill.real = 'bogus' is not a source of real samples here; choose one of: "
+                                 "data, teacher"),
+    (RING, "distill.fake.width=3", "distill.fake.width is not an option of this modality's fake score; "
+                                   "allowed: hidden, depth"),
+    (str(Path(__file__).parents[1] / "examples" / "image" / "digits_sim.yaml"), "distill.reward={name: clasifier, "
+     "alpha: 0.1}", "distill.reward.name: unknown reward 'clasifier'; choose one of: classifier, contrast"),
+    (str(Path(__file__).parents[1] / "examples" / "pde" / "darcy_phys_instruct.yaml"), "distill.real=data",
+     "choose one of: none (this modality has no real samples)"),
+])
+def test_what_a_backend_offers_is_checked_before_torch_loads(config, override, expected, tmp_path):
+    """Backend.offers: a typo in the networks' options, the real source or the reward is refused from the
+    config alone, before torch (let alone the teacher) is imported."""
+    code = ("import sys; from unidistill.engine.cli import main; "
+            f"rc = main(['distill', {config!r}, '--out', {str(tmp_path / 'run')!r}, '--set', {override!r}]); "
+            "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2 and expected in res.stderr, res.stderr
+    assert res.stdout.strip() == "no torch"
+
+
 def test_missing_config_file(capsys, tmp_path):
     assert "does not exist" in run_err(["distill", str(tmp_path / "nope.yaml")], capsys)
 
@@ -224,7 +249,7 @@ PDE_TEACH = str(Path(__file__).parents[1] / "examples" / "pde" / "darcy_teacher.
 @pytest.mark.parametrize("overrides,expected", [
     (["distill.reward.through=coefficient"], "config key distill.reward: guidance through 'coefficient'"),
     (["distill.reward.alpha=-1"], "config key distill.reward.alpha must be a finite number >= 0, got -1"),
-    (["distill.reward.name=classifier"], "distill.reward.name: unknown PDE reward 'classifier'; "
+    (["distill.reward.name=classifier"], "distill.reward.name: unknown reward 'classifier'; "
                                          "choose one of: residual"),
     (["student_sigmas=[1.0, 5.0]"], "config key student_sigmas: student_sigmas must decrease"),
     (["distill.divergence={name: fdiv}"], "'fdiv' needs a discriminator, which this modality does not build; choose "

@@ -90,3 +90,23 @@ def test_the_matrix_is_the_one_in_the_docs():
     assert block is not None and block.group(1).strip() == table, "docs/architecture.md should hold:\n" + table
     for b in TEST_BACKENDS:  # the worked example accepts every continuous divergence
         assert all(MATRIX[b][n] == "runs" for n in DIVERGENCES.names())
+
+
+@pytest.mark.parametrize("backend,variant", [(b, {}) for b in sorted(REFS)] + [("toy_markov", {"ratio": "oracle"})])
+def test_declared_offers_are_what_the_backend_builds(backend, variant, workdir):
+    """Backend.offers (read from the config before anything loads) must describe the parts build() hands the
+    engine: the same fake-score and discriminator options and rewards, and every real source it builds
+    (a declared source may depend on the teacher, such as image's digits `data`)."""
+    from unidistill.engine.cli import load_run_config
+
+    ref = REFS[backend]
+    path = workdir / f"{backend}_offers{len(variant)}.yaml"
+    path.write_text(yaml.safe_dump({"modality": ref, **get_backend(ref).smoke_config(workdir / "smoke"), **variant,
+                                    "train": TRAIN}))
+    run = load_run_config(path)
+    declared = run.backend.offers(run.cfg)
+    assert declared is not None, f"{backend} declares no offers: its distill: typos wait for the teacher"
+    built = run.backend.build(run.cfg, workdir / f"{backend}_offers_run{len(variant)}").offers
+    assert (declared.fake, declared.discriminator, declared.rewards) == (built.fake, built.discriminator,
+                                                                       built.rewards)
+    assert set(built.real) <= set(declared.real), (built.real, declared.real)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unidistill.engine.backend import Backend, Sampler
+from unidistill.engine.recipe import Offers
 
 from .config import ImageConfig, TeachConfig
 
@@ -12,6 +13,10 @@ from .config import ImageConfig, TeachConfig
 class ImageBackend(Backend):
     Config = ImageConfig
     TeachConfig = TeachConfig
+
+    def offers(self, cfg: ImageConfig) -> Offers:
+        return Offers(fake=(), discriminator=("width",), real=("teacher", "data"),  # data: digits teachers
+                      rewards=("classifier", "contrast"))
 
     def build(self, cfg: ImageConfig, run_dir: Path):
         from .distill import build_distill

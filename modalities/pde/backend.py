@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unidistill.engine.backend import Backend, Sampler
+from unidistill.engine.recipe import Offers
 
 from .config import PDEConfig, PDETeachConfig
 
@@ -12,6 +13,9 @@ from .config import PDEConfig, PDETeachConfig
 class PDEBackend(Backend):
     Config = PDEConfig
     TeachConfig = PDETeachConfig
+
+    def offers(self, cfg: PDEConfig) -> Offers:
+        return Offers(fake=(), real=(), rewards=("residual",))
 
     def build(self, cfg: PDEConfig, run_dir: Path):
         from .distill import build_distill

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unidistill.engine.backend import Backend, Sampler
+from unidistill.engine.recipe import Offers
 
 from .config import TeachConfig, TextConfig
 
@@ -12,6 +13,9 @@ class TextBackend(Backend):
     Config = TextConfig
     TeachConfig = TeachConfig
     family = "discrete"
+
+    def offers(self, cfg: TextConfig) -> Offers:
+        return Offers(discriminator=("trainable_blocks",), real=("teacher", "corpus"))
 
     def build(self, cfg: TextConfig, run_dir: Path):
         from .distill import build_distill

@@ -4,12 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from unidistill.engine.backend import Backend, Sampler
+from unidistill.engine.recipe import Offers
 
 from .config import GMMConfig
 
 
 class GMMBackend(Backend):
     Config = GMMConfig
+
+    def offers(self, cfg: GMMConfig) -> Offers:
+        return Offers(fake=("hidden", "depth"), discriminator=("hidden", "depth"), real=("data", "teacher"))
 
     def build(self, cfg: GMMConfig, run_dir: Path):
         from .distill import build_distill

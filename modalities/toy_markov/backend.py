@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unidistill.engine.backend import Backend, Sampler
+from unidistill.engine.recipe import Offers
 
 from .config import MarkovConfig
 
@@ -11,6 +12,9 @@ from .config import MarkovConfig
 class MarkovBackend(Backend):
     Config = MarkovConfig
     family = "discrete"
+
+    def offers(self, cfg: MarkovConfig) -> Offers:
+        return Offers(discriminator=None if cfg.ratio == "oracle" else (), real=("data",))
 
     def build(self, cfg: MarkovConfig, run_dir: Path):
         from .distill import build_distill

@@ -4,12 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from unidistill.engine.backend import Backend, Drawn, Sampler
+from unidistill.engine.recipe import Offers
 
 from .config import Gauss1DConfig
 
 
 class Gauss1DBackend(Backend):
     Config = Gauss1DConfig
+
+    def offers(self, cfg: Gauss1DConfig) -> Offers:
+        return Offers(fake=(), discriminator=(), real=("data",))
 
     def build(self, cfg: Gauss1DConfig, run_dir: Path):
         from .distill import build_distill
