@@ -85,18 +85,20 @@ def cmd_train(args) -> int:
 
 @contextlib.contextmanager
 def memory_guard(device: str):
-    """On a CPU run (Linux), cap the address space at what is mapped now plus the memory available, so that
-    a size that cannot fit (a huge batch or layer) fails as an allocation error, reported in one line,
-    instead of the kernel's OOM killer ending the process without a word. CUDA runs are left alone (the
-    driver maps large virtual ranges)."""
+    """On a CPU run (Linux), cap the address space at what is mapped now plus the memory and swap available,
+    so that a size that cannot fit (a huge batch or layer) fails as an allocation error, reported in one
+    line, instead of the kernel's OOM killer ending the process without a word (a looser cap, twice that,
+    let a batch of 1e8 reach the OOM killer on this machine). CUDA runs are left alone (the driver maps
+    large virtual ranges)."""
     try:
         import resource
 
         with open("/proc/self/status") as f:
             mapped = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
         with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (ImportError, OSError, StopIteration, ValueError):
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line.split()[1:2]}
+        available = info["MemAvailable"] + info.get("SwapFree", 0)
+    except (ImportError, OSError, StopIteration, ValueError, KeyError):
         yield
         return
     if device == "cuda" or (device == "auto" and _cuda_available()):
