@@ -293,7 +293,21 @@ class Trainer:
             tensors, meta = found
         self._check_config(meta)
         self.load_state(tensors, meta)
+        if self.acc.is_main_process:
+            print(self._resume_note(meta.get("config")), flush=True)
         return True
+
+    def _resume_note(self, saved: dict | None) -> str:
+        """'resuming RUN from step N', with the keys that changed but not the math (steps, intervals, ...)."""
+        note = f"resuming {self.out} from step {self.step}"
+        if saved is not None and self.run_config is not None:
+            math = changed_keys(saved, self.run_config)
+            other = {k: v for k, v in changed_keys(saved, self.run_config, keep=()).items() if k not in math}
+            if other:
+                note += " (" + "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in other.items()) + ")"
+        if self.step >= self.cfg.steps:
+            note += f"; train.steps = {self.cfg.steps} is reached: nothing left to train"
+        return note
 
     def _check_config(self, meta: dict) -> None:
         """Refuse a resume whose config changes anything but the run's length, cadence and evaluation."""

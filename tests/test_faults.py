@@ -257,7 +257,8 @@ def test_a_resume_that_changes_the_math_is_refused(tmp_path, capsys):
     assert len(err) == 1 and "would change what it trains" in err[0], err
     assert "distill.divergence.name: 'sid' -> 'sim'" in err[0] and "train.batch_size: 32 -> 16" in err[0]
     assert hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest() == before  # a failed start: untouched
-    assert main(args) == 0  # more steps (and other cadence or evaluation keys) resume as they are
+    assert main(args) == 0  # more steps (and other cadence or evaluation keys) resume as they are, said
+    assert f"resuming {run} from step 4 (train.steps: 4 -> 6)" in capsys.readouterr().out
     assert logged_steps(run) == list(range(1, 7))
     capsys.readouterr()
     assert main(["distill", str(cfg), "--out", str(run), "--set", "train.steps=8", "--set",
