@@ -8,6 +8,7 @@ torch, so a config typo is reported before anything heavy loads."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,13 +73,10 @@ def check_offers(recipe: ContinuousRecipe | DiscreteRecipe, offers: Offers, wher
     if isinstance(recipe, ContinuousRecipe):
         sections.insert(0, ("fake", "this modality's fake score", offers.fake))
     for key, what, names in sections:
-        options = getattr(recipe, key)
+        options = getattr(recipe, key)  # a mapping or None: the config schema types it
         if options is not None and names is not None:
-            if not isinstance(options, dict):
-                raise ConfigError(f"config key {where}.{key} must be a mapping of options, got {options!r}")
             check_options(names, options, f"{where}.{key}", what)
-    if recipe.real is not None and recipe.real not in offers.real:
-        real_source(recipe.real, dict.fromkeys(offers.real), False, where)
+    real_source(recipe.real, offers.real, False, where)
     reward = getattr(recipe, "reward", None)
     if isinstance(reward, dict) and isinstance(reward.get("name"), str):
         if offers.rewards is None:
@@ -88,7 +86,7 @@ def check_offers(recipe: ContinuousRecipe | DiscreteRecipe, offers: Offers, wher
                               f"{', '.join(offers.rewards)}")
 
 
-def real_source(real: str | None, sources: dict, needed: bool, where: str) -> str | None:
+def real_source(real: str | None, sources: Collection[str], needed: bool, where: str) -> str | None:
     """The name of the real-sample source a recipe uses: `real` if the backend offers it (a name it does not
     offer is refused, used or not), else the backend's first source; None when nothing needs one."""
     if real is not None and real not in sources:
