@@ -267,6 +267,9 @@ class TrainConfig:
     checkpoint_every: int = bounded(500, lo=1)  # checkpoint every N steps (and at the end, and on SIGINT/SIGTERM)
     keep_checkpoints: int = bounded(2, lo=1)  # newest checkpoints kept on disk
     progress: bool = True  # show a progress bar
+    # start from another run (its directory, or a checkpoint folder): the generator from its EMA, the other
+    # modules it has from their weights; optimiser state and step start fresh (reward post-training)
+    init_from: str | None = None
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # also when built in Python rather than from a config
@@ -275,7 +278,7 @@ class TrainConfig:
 
 # keys a resume may change: how long, how often and how a run reports, not what it trains
 RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
-             "train.progress", "train.max_skipped", "train.device", "train.threads", "eval")
+             "train.progress", "train.max_skipped", "train.device", "train.threads", "train.init_from", "eval")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The continuous objective: a differentiable generator x0 = G(z, c) distilled from a teacher
 denoiser under a Gaussian process, with a fake score and a density-ratio discriminator when the
-divergence needs them, and an optional reward term.
+divergence needs them, and an optional reward alignment (engine.alignment).
 
 A backend supplies `ContinuousParts` (teacher, generator, latents, factories for the networks it can
 build, sources of real samples, rewards); `build_continuous` reads the run's `distill:` section
@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .alignment import ALIGNMENTS, Alignment
 from .builders import build_named, check_options, coerce_options
 from .config import ConfigError, OptionError
-from .divergences import DIVERGENCES, ESTIMATORS, Critics, Divergence, RewardTerm, per_element, per_example
+from .divergences import DIVERGENCES, ESTIMATORS, Critics, Divergence, per_element, per_example
 from .noise import Noise
 from .objective import Objective, Outputs, Progress
 from .process import TIME_SAMPLERS, GaussianProcess
@@ -43,7 +44,8 @@ def edm_weight(sigma_data: float = 0.5) -> Callable[[Tensor, GaussianProcess], T
 class ContinuousDistillation(Objective):
     """Auxiliary losses (fake score by denoising score matching on detached generator samples;
     discriminator by BCE with teacher samples or data as real) and the generator loss from a
-    Divergence (plus an optional differentiable reward term).
+    Divergence, with a reward `alignment` that may replace the teacher the critics see (DIDR), add a generator
+    loss (DI++, Reward-Instruct) and train or hold networks of its own (a surrogate reward, an anchor).
 
     `time_shape` () draws one time per example; (L,) one per element of x0 (B, L, ...). `condition`
     maps a sample (without graph) and its latent condition to the condition the teacher, fake score and
@@ -53,7 +55,7 @@ class ContinuousDistillation(Objective):
                  latents: Latents, divergence: Divergence, time_sampler: Callable,
                  fake: nn.Module | None = None, aux_time_sampler: Callable | None = None,
                  fake_weight: Callable | None = None, discriminator: nn.Module | None = None,
-                 real: Real | None = None, reward: RewardTerm | None = None, condition: Condition | None = None,
+                 real: Real | None = None, alignment: Alignment | None = None, condition: Condition | None = None,
                  time_shape: tuple[int, ...] = (), outputs: Outputs | None = None, offers: Offers | None = None):
         super().__init__(outputs)
         self.offers = offers  # what the backend's parts offered (the conformance suite checks its declaration)
@@ -68,7 +70,7 @@ class ContinuousDistillation(Objective):
         self.latents, self.time_sampler = latents, time_sampler
         self.aux_time_sampler = aux_time_sampler or time_sampler
         self.fake_weight = fake_weight or edm_weight()
-        self.fake, self.disc, self.real, self.reward = fake, discriminator, real, reward
+        self.fake, self.disc, self.real, self.alignment = fake, discriminator, real, alignment
         self.condition, self.time_shape = condition, tuple(time_shape)
         if isinstance(teacher, nn.Module):
             teacher.requires_grad_(False).eval()
@@ -77,6 +79,13 @@ class ContinuousDistillation(Objective):
             self.modules["fake"] = fake
         if discriminator is not None:
             self.modules["discriminator"] = discriminator
+        if alignment is not None:
+            self.modules.update(alignment.modules)
+            self.frozen.update(alignment.frozen)
+
+    def start(self):
+        if self.alignment is not None:
+            self.alignment.start(self.modules["generator"])
 
     def to(self, device):
         if isinstance(self.teacher, nn.Module):
@@ -96,7 +105,7 @@ class ContinuousDistillation(Objective):
         return c if self.condition is None else self.condition(x0.detach(), c)
 
     def aux_losses(self, noise: Noise, n: int, progress: Progress) -> dict[str, Tensor]:
-        if self.fake is None and self.disc is None:
+        if self.fake is None and self.disc is None and not (self.alignment and self.alignment.modules):
             return {}
         z, c = self.latents(noise, n, progress)
         with torch.no_grad():
@@ -115,6 +124,8 @@ class ContinuousDistillation(Objective):
             real_logit = self.disc(self._noisy(x_real, t, noise), t, c_real).reshape(t.shape)
             fake_logit = self.disc(self._noisy(x0, t, noise), t, c).reshape(t.shape)
             out["discriminator"] = per_example(F.softplus(-real_logit) + F.softplus(fake_logit), mean=True)
+        if self.alignment is not None:
+            out.update(self.alignment.aux_losses(x0, c, noise))
         return out
 
     def generator_loss(self, noise: Noise, n: int, progress: Progress) -> tuple[Tensor, dict[str, Tensor]]:
@@ -123,18 +134,21 @@ class ContinuousDistillation(Objective):
         c = self._cond(x0, c)
         t = self._times(self.time_sampler, noise, n, progress)
         eps = noise.randn(n, *x0.shape[1:]).to(x0.dtype)
+        teacher = (lambda x, s: self.teacher(x, s, c))
+        if self.alignment is not None:
+            teacher = self.alignment.teacher(teacher, c)
         critics = Critics(
             self.process,
-            teacher=lambda x, s: self.teacher(x, s, c),
+            teacher=teacher,
             fake=None if self.fake is None else (lambda x, s: self.fake(x, s, c)),
             log_ratio=None if self.disc is None else (lambda x, s: self.disc(x, s, c).reshape(s.shape)),
         )
         loss = self.divergence.loss(x0, t, eps, critics)
         logs = {"divergence_loss": loss.detach().mean()}
-        if self.reward is not None:
-            r = self.reward.loss(x0, c)
-            loss = loss + r
-            logs["reward"] = (-r.detach() / max(self.reward.alpha, 1e-12)).mean()
+        if self.alignment is not None:
+            extra, more = self.alignment.loss(x0, z, c, self.modules["generator"], noise)
+            loss = loss + extra
+            logs.update(more)
         return loss, logs
 
 
@@ -152,7 +166,10 @@ class ContinuousParts:
     fake_weight: Callable | None = None  # lambda(t, process) of its denoising loss (EDM's by default)
     discriminator: Callable[..., nn.Module] | None = None  # options from distill.discriminator -> logit net
     real: dict[str, Callable[[], Real]] = field(default_factory=dict)
-    rewards: Registry | None = None  # differentiable rewards (x0[, c]) -> (B,) this modality offers
+    rewards: Registry | None = None  # rewards (x0[, c]) -> (B,) this modality offers (factories of options)
+    # (reward section, beta) -> the exact denoiser D*(x_t, t, c) of the reward-tilted teacher, or None where it
+    # has no closed form: DIDR's `proxy: exact`
+    exact_tilt: Callable[[dict, float], Callable | None] | None = None
     condition: Condition | None = None
     time_shape: tuple[int, ...] = ()
 
@@ -176,7 +193,7 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
     source = real_source(recipe.real, parts.real, disc_needed, where)
     # the reward first: its factory may refuse this teacher (a digits classifier on RGB), which must
     # happen before the fake score, the discriminator or a teacher pool cost anything
-    reward = build_reward(recipe.reward, parts.rewards, f"{where}.reward") if recipe.reward is not None else None
+    alignment = build_alignment(recipe, parts, where)
     t_gen = build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
     aux = recipe.aux_time_sampler if recipe.aux_time_sampler is not None else recipe.time_sampler
     t_aux = build_named(TIME_SAMPLERS, aux, f"{where}.aux_time_sampler")
@@ -193,7 +210,7 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
     return ContinuousDistillation(
         process=parts.process, teacher=parts.teacher, generator=parts.generator, latents=parts.latents,
         divergence=divergence, time_sampler=t_gen, aux_time_sampler=t_aux, fake=fake, fake_weight=parts.fake_weight,
-        discriminator=disc, real=real, reward=reward, condition=parts.condition, time_shape=parts.time_shape,
+        discriminator=disc, real=real, alignment=alignment, condition=parts.condition, time_shape=parts.time_shape,
         outputs=outputs, offers=offers_of(parts))
 
 
@@ -237,26 +254,51 @@ def build_network(factory: Callable[..., nn.Module], options: dict, where: str, 
         raise ConfigError(f"config key {where}: {e}") from None
 
 
-def reward_options(section: dict, rewards: Registry | None, where: str) -> tuple[dict, float]:
-    """({name, options}, alpha) of a reward section, its name and options checked against `rewards`."""
+def reward_options(section: dict, rewards: Registry | None, where: str) -> tuple[dict, float | None]:
+    """({name, options}, alpha or None) of a reward section, its name and options checked against `rewards`."""
     if rewards is None:
         raise ConfigError(f"config key {where}: this modality offers no rewards")
-    if not isinstance(section, dict) or "alpha" not in section or "name" not in section:
-        raise ConfigError(f"config key {where} needs 'name' and 'alpha' (the weight of -reward in the generator "
-                          f"loss); rewards here: {', '.join(rewards.names())}")
+    if not isinstance(section, dict) or "name" not in section:
+        raise ConfigError(f"config key {where} needs a 'name'; rewards here: {', '.join(rewards.names())}")
     options = {k: v for k, v in section.items() if k != "alpha"}
     try:
         factory = rewards.get(options["name"])
     except KeyError as e:
         raise ConfigError(f"config key {where}.name: {e.args[0]}") from None
     check_options(factory, {k: v for k, v in options.items() if k != "name"}, where, repr(options["name"]))
-    alpha = section["alpha"]
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+    alpha = section.get("alpha")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+                              or not math.isfinite(alpha) or alpha < 0):
         raise ConfigError(f"config key {where}.alpha must be a finite number >= 0, got {alpha!r}")
-    return options, float(alpha)
+    return options, None if alpha is None else float(alpha)
 
 
-def build_reward(section: dict, rewards: Registry | None, where: str) -> RewardTerm:
-    """RewardTerm(rewards[name](**options), alpha) from {name, alpha, options...}."""
-    options, alpha = reward_options(section, rewards, where)
-    return RewardTerm(build_named(rewards, options, where), alpha)
+def build_alignment(recipe: ContinuousRecipe, parts: ContinuousParts, where: str) -> Alignment | None:
+    """The reward alignment of `recipe` (dipp when distill.alignment is absent): the reward built from the
+    backend's registry, alpha required by the methods that weigh a reward term and refused by the others."""
+    section = recipe.alignment if recipe.alignment is not None else {"name": "dipp"}
+    if recipe.reward is None:
+        if recipe.alignment is not None:
+            raise ConfigError(f"config key {where}.alignment needs a reward: add {where}.reward {{name, ...}}")
+        return None
+    options, alpha = reward_options(recipe.reward, parts.rewards, f"{where}.reward")
+    name = section.get("name") if isinstance(section, dict) else section
+    cls = ALIGNMENTS.get(name) if name in ALIGNMENTS else None
+    if cls is not None and cls.uses_alpha and alpha is None:
+        raise ConfigError(f"config key {where}.reward needs 'alpha' (the weight of -reward in the generator loss) "
+                          f"for alignment {name!r}")
+    if cls is not None and not cls.uses_alpha and alpha is not None:
+        raise ConfigError(f"config key {where}.reward.alpha: alignment {name!r} puts the reward in the teacher's "
+                          f"score ({where}.alignment.beta); remove alpha")
+    reward = build_named(parts.rewards, options, f"{where}.reward")
+    tilt = None
+    if parts.exact_tilt is not None:
+        def tilt(beta):
+            return parts.exact_tilt(options, beta)
+    network = None
+    if parts.discriminator is not None:
+        def network(options):
+            return build_network(parts.discriminator, options, f"{where}.alignment.net",
+                                 "this modality's discriminator")
+    return build_named(ALIGNMENTS, section, f"{where}.alignment", reward=reward, alpha=alpha, process=parts.process,
+                       exact=tilt, generator=parts.generator, network=network)

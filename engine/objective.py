@@ -65,9 +65,16 @@ class Objective:
 
     name: str = "distill"  # shown on the progress bar
     modules: dict[str, nn.Module]  # every trainable network; "generator" is required
+    # networks held fixed that belong to the run (a reward alignment's anchor): checkpointed and restored on
+    # resume, moved to the device, never optimised
+    frozen: dict[str, nn.Module]
 
     def __init__(self, outputs: Outputs | None = None):
         self.outputs = outputs or Outputs()
+        self.frozen = {}
+
+    def start(self) -> None:
+        """Called once when a run begins at step 0 (after train.init_from has loaded), never on resume."""
 
     def aux_losses(self, noise: Noise, n: int, progress: Progress) -> dict[str, Tensor]:
         """Per-example losses (n,) keyed by auxiliary module name; {} when there is none."""

@@ -23,7 +23,10 @@ class ContinuousRecipe:
     fake: dict[str, Any] | None = None  # options of the backend's fake score (built when the divergence needs one)
     discriminator: dict[str, Any] | None = None  # options of the backend's discriminator (built when needed)
     real: str | None = None  # the discriminator's real side: one of the backend's sources; None = its first
-    reward: dict[str, Any] | None = None  # {name, alpha, options}: add -alpha * reward(x0) (DI++, DI*, guidance)
+    reward: dict[str, Any] | None = None  # {name, alpha, options}: the backend's reward and its weight alpha
+    # how the reward enters (engine.alignment): {name: dipp} (default: -alpha * reward, DI++ / DI*), didr {beta,
+    # proxy, steps}, reward_instruct {weight, anchor}, surrogate {fit}, reinforce {std}
+    alignment: dict[str, Any] | None = None
 
 
 @dataclass

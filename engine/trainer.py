@@ -59,6 +59,8 @@ class Trainer:
             if self.world > 1:  # every process starts from rank 0's weights, as DDP does
                 for tensor in m.state_dict().values():
                     torch.distributed.broadcast(tensor, src=0)
+        for m in objective.frozen.values():
+            m.to(self.acc.device)
         objective.to(self.acc.device)
         self.gen = objective.modules["generator"]
         self.aux_names = [k for k in objective.modules if k != "generator"]
@@ -230,6 +232,8 @@ class Trainer:
         meta: dict = {"skipped": self.skipped, "world": self.world, "optim": {}}
         for name, m in self.obj.modules.items():
             tensors.update({f"module.{name}.{k}": v for k, v in m.state_dict().items()})
+        for name, m in self.obj.frozen.items():
+            tensors.update({f"frozen.{name}.{k}": v for k, v in m.state_dict().items()})
         tensors.update({f"ema.{k}": v for k, v in self.ema.items()})
         for name, opt in self.opt.items():
             t, meta["optim"][name] = opt.state()
@@ -248,8 +252,10 @@ class Trainer:
                                        f"{what})") from None
 
     def _load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
-        for name, m in self.obj.modules.items():
-            prefix = f"module.{name}."
+        held = [("module", n, m) for n, m in self.obj.modules.items()] + [("frozen", n, m) for n, m in
+                                                                          self.obj.frozen.items()]
+        for kind, name, m in held:
+            prefix = f"{kind}.{name}."
             sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
             missing = set(m.state_dict()) - set(sd)
             if missing:
@@ -297,6 +303,32 @@ class Trainer:
             print(self._resume_note(meta.get("config")), flush=True)
         return True
 
+    def _init_from(self, source: str) -> None:
+        """Start from another run's latest checkpoint (or a checkpoint folder): the generator and its EMA from that
+        run's EMA weights, every other module the source also has from its weights; optimiser state and the
+        step start fresh."""
+        path = Path(source)
+        found = ckpt.load_latest(path / "checkpoints") if (path / "checkpoints").is_dir() else None
+        tensors, meta = found if found is not None else ckpt.load(path)
+        loaded = []
+        for name, m in self.obj.modules.items():
+            prefix = "ema." if name == "generator" else f"module.{name}."
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if not sd and name != "generator":
+                continue
+            try:
+                m.load_state_dict(sd)
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[-1].strip()
+                raise ckpt.CheckpointError(f"train.init_from {source}: its {name!r} weights do not fit this run's "
+                                           f"network: {first}") from None
+            loaded.append(name)
+        self.ema = {k: v.detach().clone() for k, v in self.gen.state_dict().items()}
+        self._bind_ema()
+        if self.acc.is_main_process:
+            print(f"initialised {', '.join(loaded)} from {source} (step {meta.get('step')}; the generator from "
+                  "its EMA)", flush=True)
+
     def _resume_note(self, saved: dict | None) -> str:
         """'resuming RUN from step N', with the keys that changed but not the math (steps, intervals, ...)."""
         note = f"resuming {self.out} from step {self.step}"
@@ -343,6 +375,10 @@ class Trainer:
         """Train to cfg.steps (or stop early at `stop_at`, for tests); returns the final metrics."""
         self.out.mkdir(parents=True, exist_ok=True)
         resumed = self._resume()
+        if not resumed:
+            if self.cfg.init_from is not None:
+                self._init_from(self.cfg.init_from)
+            self.obj.start()
         main = self.acc.is_main_process
         if main and self.run_config is not None:  # only now: a refused resume leaves config.yaml as it was
             write_config(self.out / "config.yaml", self.run_config)

@@ -8,8 +8,9 @@ import torch
 from tiny import GaussianTeacher, LinearGenerator
 from torch import nn
 
+from unidistill.engine.alignment import DIPP
 from unidistill.engine.distill import ContinuousDistillation, edm_weight
-from unidistill.engine.divergences import DIVERGENCES, RewardTerm
+from unidistill.engine.divergences import DIVERGENCES
 from unidistill.engine.noise import Noise
 from unidistill.engine.objective import Progress
 from unidistill.engine.process import VEProcess, lognormal
@@ -35,7 +36,7 @@ def fixed_student(process, with_disc=False, reward=None):
         process=process, teacher=teacher, generator=gen, latents=lambda noise, n, progress: (noise.randn(n, 1), None),
         divergence=DIVERGENCES.get("ikl")(), time_sampler=lognormal(-0.5, 1.0), fake=fake,
         aux_time_sampler=lognormal(-0.5, 1.0), fake_weight=edm_weight(0.8), discriminator=disc, real=real,
-        reward=reward)
+        alignment=reward)
     return obj
 
 
@@ -84,20 +85,21 @@ def test_discriminator_learns_log_ratio():
         assert (got - exact).abs().mean().item() < 0.15, (s, (got - exact).abs().mean().item())
 
 
-def test_reward_term_adds_minus_alpha_grad_reward():
+def test_dipp_adds_minus_alpha_grad_reward():
     x0 = torch.randn(5, 3, requires_grad=True)
-    term = RewardTerm(lambda x: -(x**2).sum(1), alpha=0.3)
-    (g,) = torch.autograd.grad(term.loss(x0).sum(), x0)
+    term = DIPP(reward=lambda x: -(x**2).sum(1), alpha=0.3)
+    loss, _ = term.loss(x0, None, None, None, None)
+    (g,) = torch.autograd.grad(loss.sum(), x0)
     assert torch.allclose(g, 0.3 * 2 * x0)
     with pytest.raises(ValueError, match="one value per example"):
-        RewardTerm(lambda x: x.sum(), alpha=1.0).loss(x0)
-    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
-        RewardTerm(lambda x: x.sum(1), alpha=-1.0)
+        DIPP(reward=lambda x: x.sum(), alpha=1.0).loss(x0, None, None, None, None)
+    with pytest.raises(ValueError, match="not differentiable"):  # a binary reward trains nothing: refused
+        DIPP(reward=lambda x: (x.detach().sum(1) > 0).float(), alpha=1.0).loss(x0, None, None, None, None)
 
 
 def test_objective_reward_moves_generator_toward_reward():
     process = VEProcess(0.01, 20.0)
-    obj = fixed_student(process, reward=RewardTerm(lambda x: x.sum(1), alpha=10.0))  # reward: larger x
+    obj = fixed_student(process, reward=DIPP(reward=lambda x: x.sum(1), alpha=10.0))  # reward: larger x
     noise = Noise(0)
     loss, logs = obj.generator_loss(noise, 64, START)
     loss.mean().backward()

@@ -144,7 +144,7 @@ RING = str(Path(__file__).parents[1] / "examples" / "toy" / "ring8_sid.yaml")
     ("distill.divergence.name=klx", "distill.divergence.name: unknown divergence 'klx'; choose one of: fdiv, fgm, ikl"),
     ("distill.divergence.alpah=1", "distill.divergence.alpah is not an option of 'sid'; allowed: alpha, weighting"),
     ("distill.divergence.name=didi", "'didi' is a policy-gradient estimator for discrete tokens; this modality's "
-                                     "samples are continuous: choose one of: fdiv, fgm, ikl, sid, sim, uni"),
+                                     "samples are continuous: choose one of: fdiv, fgm, ikl, none, sid, sim, uni"),
     ("distill.fake.width=3", "distill.fake.width is not an option of this modality's fake score; "
                              "allowed: hidden, depth"),
     ("distill.real=corpus", "distill.real = 'corpus' is not a source of real samples here; "
@@ -253,7 +253,7 @@ PDE_TEACH = str(Path(__file__).parents[1] / "examples" / "pde" / "darcy_teacher.
                                          "choose one of: residual"),
     (["student_sigmas=[1.0, 5.0]"], "config key student_sigmas: student_sigmas must decrease"),
     (["distill.divergence={name: fdiv}"], "'fdiv' needs a discriminator, which this modality does not build; choose "
-                                          "one of: fgm, ikl, sid, sim"),
+                                          "one of: fgm, ikl, none, sid, sim"),
     (["teacher=/no/such/folder"], "config key teacher: teacher '/no/such/folder' is neither a shipped PDE teacher"),
 ])
 def test_bad_pde_config_fails_in_one_line(overrides, expected, capsys, tmp_path, tiny_teachers):

@@ -81,7 +81,7 @@ def one_line_error(args, capsys) -> str:
     ({"student_sigmas": [90.0]}, "student_sigmas [90.0] lie outside the teacher's noise levels [0.002, 80]"),
     ({"distill": {"reward": {"name": "nope", "alpha": 0.1}}},
      "reward.name: unknown reward 'nope'; choose one of: classifier, contrast"),
-    ({"distill": {"reward": {"name": "contrast"}}}, "needs 'name' and 'alpha'"),
+    ({"distill": {"reward": {"name": "contrast"}}}, "needs 'alpha' (the weight of -reward in the generator"),
     ({"distill": {"divergence": {"name": "sim"}, "discriminator": {"width": 8}}}, "'sim' uses no discriminator"),
     ({"distill": {"divergence": {"name": "fdiv"}, "discriminator": {"widht": 8}}},
      "distill.discriminator.widht is not an option of this modality's discriminator; allowed: width"),

@@ -4,12 +4,12 @@ from .base import DIVERGENCES, WEIGHTINGS, Critics, Divergence, per_element, per
 from .fdiv import F_FUNCTIONS, FDivergence, FFunction
 from .ikl import IntegralKL
 from .policy import ESTIMATORS, PolicyGradient, group_normalise
-from .reward import RewardTerm
+from .reward import NoDivergence
 from .score import FGM, SIM, ScoreDivergence, SiD
 from .uni import UniInstruct
 
 __all__ = [
     "DIVERGENCES", "ESTIMATORS", "WEIGHTINGS", "F_FUNCTIONS", "Critics", "Divergence", "FFunction",
     "IntegralKL", "FDivergence", "ScoreDivergence", "SiD", "SIM", "FGM", "PolicyGradient",
-    "UniInstruct", "RewardTerm", "group_normalise", "per_element", "per_example",
+    "UniInstruct", "NoDivergence", "group_normalise", "per_element", "per_example",
 ]

@@ -1,25 +1,13 @@
-"""A differentiable reward term added to a divergence: -alpha * reward(x0)
-(DI++, Luo 2024; DI*, Luo et al. 2024; Reward-Instruct; Phys-Instruct's residual guidance)."""
+"""No distillation loss: `none`, for objectives that only align a generator with a reward (Reward-Instruct,
+Luo et al. 2025); the reward and its regulariser come from engine.alignment."""
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
-from torch import Tensor
+from .base import DIVERGENCES, Critics, Divergence, per_example
 
 
-class RewardTerm:
-    """Per-example loss -alpha * reward(x0, cond); reward must be differentiable in x0 and return (B,)."""
+@DIVERGENCES.register("none")
+class NoDivergence(Divergence):
+    """Zero loss with x0's graph kept (the trainer backpropagates the sum with the alignment's term)."""
 
-    def __init__(self, reward: Callable[..., Tensor], alpha: float):
-        if not (math.isfinite(alpha) and alpha >= 0):
-            raise ValueError(f"reward alpha must be a finite number >= 0, got {alpha}")
-        self.reward = reward
-        self.alpha = alpha
-
-    def loss(self, x0: Tensor, cond=None) -> Tensor:
-        r = self.reward(x0) if cond is None else self.reward(x0, cond)
-        if r.shape != x0.shape[:1]:
-            raise ValueError(f"reward must return one value per example (shape {tuple(x0.shape[:1])}), "
-                             f"got {tuple(r.shape)}")
-        return -self.alpha * r
+    def loss(self, x0, t, eps, critics: Critics):
+        return per_example(x0) * 0.0

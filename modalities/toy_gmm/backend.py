@@ -13,7 +13,8 @@ class GMMBackend(Backend):
     Config = GMMConfig
 
     def offers(self, cfg: GMMConfig) -> Offers:
-        return Offers(fake=("hidden", "depth"), discriminator=("hidden", "depth"), real=("data", "teacher"))
+        return Offers(fake=("hidden", "depth"), discriminator=("hidden", "depth"), real=("data", "teacher"),
+                      rewards=("inside", "linear", "quadratic"))
 
     def build(self, cfg: GMMConfig, run_dir: Path):
         from .distill import build_distill

@@ -19,6 +19,9 @@ class EvalConfig:
     n_samples: int = bounded(4000, lo=2)  # samples drawn for the metrics
     radius: float | None = bounded(None, lo=0, lo_open=True)  # within it of a mean is on that mode (default 3 x std)
     min_fraction: float = bounded(0.25, lo=0, hi=1, lo_open=True)  # a mode is covered at this share of its weight
+    # a reward run is measured against the exact optimum of max E[r] - beta KL(q || teacher) at this beta
+    # (default: distill.alignment.beta for didr, else 1 / distill.reward.alpha)
+    beta: float | None = bounded(None, lo=0, lo_open=True)
 
 
 def _recipe() -> ContinuousRecipe:
@@ -35,6 +38,7 @@ class GMMConfig:
     generator: NetConfig = field(default_factory=NetConfig)  # one-step MLP generator
     latent_dim: int | None = bounded(None, lo=1)  # latent size (default: data dimension)
     # the engine's recipe; fake and discriminator options are MLP sizes {hidden, depth}; real sources:
-    # data (exact mixture samples) or teacher (16-step teacher ODE samples: data-free)
+    # data (exact mixture samples) or teacher (16-step teacher ODE samples: data-free); rewards: linear {w},
+    # quadratic {lam, c}, inside {center, radius} (binary), each with its exact tilted optimum but inside
     distill: ContinuousRecipe = field(default_factory=_recipe)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,9 +1,12 @@
-"""Metrics of toy-mixture samples against the exact target."""
+"""Metrics of toy-mixture samples against the exact target: the teacher, or for a reward run the exact
+RLHF optimum p* (with the mean reward and an estimate of the KL to the teacher beside the optimum's)."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
-from unidistill.engine.metrics import energy_distance, gaussian_radius, mode_report, sliced_wasserstein
+from unidistill.engine.metrics import energy_distance, gaussian_radius, kl_to, mode_report, sliced_wasserstein
 
 from .config import EvalConfig
 from .mixture import GaussianMixture
@@ -11,16 +14,19 @@ from .mixture import GaussianMixture
 
 class Evaluator:
     """Energy distance (V-statistic) to target samples next to its two-sample floor (true vs true
-    samples of the same size), sliced Wasserstein,
-    mode coverage and the largest mode-weight error."""
+    samples of the same size), sliced Wasserstein, mode coverage and the largest mode-weight error; the target
+    is the teacher, or the optimum's mixture p* when `optimum` is given. With a `reward`: its mean, and the KL of
+    the samples to the teacher (k-NN estimate), next to the optimum's exact values."""
 
-    def __init__(self, mixture: GaussianMixture, cfg: EvalConfig):
-        self.mixture, self.cfg = mixture, cfg
-        self.radius = cfg.radius or gaussian_radius(float(mixture.stds.max()), mixture.dim)
+    def __init__(self, mixture: GaussianMixture, cfg: EvalConfig, reward: Callable | None = None,
+                 optimum: dict | None = None):
+        self.teacher, self.cfg, self.reward, self.optimum = mixture, cfg, reward, optimum
+        self.mixture = optimum["mixture"] if optimum is not None else mixture
+        self.radius = cfg.radius or gaussian_radius(float(self.mixture.stds.max()), self.mixture.dim)
         g = torch.Generator().manual_seed(12345)
-        self.target = mixture.sample(cfg.n_samples, generator=g)
-        draws = [energy_distance(mixture.sample(cfg.n_samples, generator=g), mixture.sample(cfg.n_samples, generator=g),
-                                 unbiased=False) for _ in range(5)]
+        self.target = self.mixture.sample(cfg.n_samples, generator=g)
+        draws = [energy_distance(self.mixture.sample(cfg.n_samples, generator=g),
+                                 self.mixture.sample(cfg.n_samples, generator=g), unbiased=False) for _ in range(5)]
         self.floor = sum(draws) / len(draws)  # one draw's spread is comparable to its mean
 
     def __call__(self, samples: torch.Tensor) -> dict[str, float]:
@@ -28,7 +34,7 @@ class Evaluator:
             return {"energy": float("nan"), "modes_covered": 0.0}
         rep = mode_report(samples, self.mixture.means.float(), self.mixture.weights.float(), self.radius,
                           min_fraction=self.cfg.min_fraction)
-        return {
+        out = {
             "energy": energy_distance(samples, self.target, unbiased=False),
             "energy_floor": self.floor,
             "sliced_w2": sliced_wasserstein(samples, self.target, generator=torch.Generator().manual_seed(0)),
@@ -37,3 +43,9 @@ class Evaluator:
             "max_weight_error": float(rep.max_weight_error),
             "off_mode": float(rep.off_mode),
         }
+        if self.reward is not None:
+            out["reward"] = float(self.reward(samples.double()).mean())
+            out["kl_teacher"] = kl_to(samples, self.teacher.log_prob)
+        if self.optimum is not None:
+            out["reward_optimum"], out["kl_optimum"] = self.optimum["reward"], self.optimum["kl"]
+        return out
