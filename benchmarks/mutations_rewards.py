@@ -28,6 +28,11 @@ MUTATIONS = [  # (file, original, mutant)
     (ALIGN, LOG_PI, LOG_PI.replace("self.std**2", "self.std")),
     (ALIGN, "return -self.alpha * f, {", "return self.alpha * f, {"),
     ("engine/metrics/entropy.py", "return -knn_entropy(x, k) - float", "return knn_entropy(x, k) - float"),
+    ("engine/divergences/policy.py", "adv = adv + bonus", "adv = adv - bonus"),
+    ("modalities/image/rewards.py", "(paper & ~reach)", "(paper & reach)"),
+    (ALIGN, "(twice_differentiable() if live else contextlib.nullcontext())", "(contextlib.nullcontext())"),
+    ("modalities/toy_markov/evaluate.py", "self.target.log() + self.reward / beta",
+     "self.target.log() - self.reward / beta"),
 ]
 
 

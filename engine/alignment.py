@@ -21,6 +21,7 @@ checkpointed; `start` fills them when a run begins at step 0). MATH.md and docs/
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 
 from .config import OptionError
 from .divergences.base import Denoiser, per_example
+from .nn.attention import twice_differentiable
 from .noise import Noise
 from .process import GaussianProcess, bcast
 from .registry import Registry
@@ -149,7 +151,7 @@ class DIDR(Alignment):
 
     def tilted(self, teacher: Denoiser, x_t: Tensor, t: Tensor, cond: Any) -> Tensor:
         live = x_t.requires_grad  # the score family backpropagates through the critics into x_t
-        with torch.enable_grad():
+        with torch.enable_grad(), (twice_differentiable() if live else contextlib.nullcontext()):
             x = x_t if live else x_t.detach().requires_grad_(True)
             x0_hat = short_denoise(teacher, self.process, x, t, self.steps)
             d = x0_hat if self.steps == 1 else teacher(x, t)

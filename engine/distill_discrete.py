@@ -6,7 +6,9 @@ discriminator (teacher "real", student "fake") or given exactly by an oracle in 
 Optional parts of DiDi-Instruct: the corruption time coupled to the rollout's intermediate time tau,
 a time weight omega(t) on the reward, per-token discriminator logits (the sequence's log-ratio is their
 mean over the masked positions), and regularisers on the trajectory such as intermediate-state
-matching (KL(teacher || student) at the rollout's states) and an entropy bonus."""
+matching (KL(teacher || student) at the rollout's states) and an entropy bonus. A task reward r(x) (`distill.reward`)
+joins each sample's policy-gradient reward as alpha * r(x): the token version of DI++, maximising E[r] against
+the integral KL."""
 from __future__ import annotations
 
 import math
@@ -19,13 +21,14 @@ from torch import Tensor, nn
 
 from .builders import build_named, check_options
 from .config import ConfigError
-from .distill import build_network, probe_times
+from .distill import build_network, probe_times, reward_options
 from .divergences import DIVERGENCES, ESTIMATORS, PolicyGradient
 from .masked_sampling import Predictor, Trajectory
 from .noise import Noise
 from .objective import Objective, Outputs, Progress
 from .process import TIME_SAMPLERS, MaskingProcess, bcast
 from .recipe import DiscreteRecipe, Offers, offers_of, real_source
+from .registry import Registry
 
 # (student, n, group_size) -> trajectory; the estimator compares consecutive groups of group_size rows, and a
 # rollout may share randomness within a group (DiDi-Instruct draws one intermediate time tau per group)
@@ -85,8 +88,10 @@ class DiscreteDistillation(Objective):
                  corruptions: int = 1, coupled_time: bool = False,
                  time_weight: Callable[[Tensor], Tensor] | None = None,
                  regularisers: dict[str, tuple[float, Regulariser]] | None = None, reuse_rollouts: bool = False,
-                 teacher: Predictor | None = None, outputs: Outputs | None = None, offers: Offers | None = None):
+                 teacher: Predictor | None = None, reward: tuple[Callable[[Tensor], Tensor], float] | None = None,
+                 outputs: Outputs | None = None, offers: Offers | None = None):
         super().__init__(outputs)
+        self.task_reward = reward  # (r(x) -> (B,), alpha) or None
         self.offers = offers  # what the backend's parts offered (the conformance suite checks its declaration)
         if (discriminator is None) == (oracle is None):
             raise ValueError("the policy-gradient estimator needs exactly one density-ratio source: "
@@ -159,8 +164,16 @@ class DiscreteDistillation(Objective):
             log_r = (self.oracle(student)(z, t) if self.oracle is not None else self._logit(z, t))
             log_r = log_r.reshape(n, self.m).float()
         weight = self.time_weight(t.view(n, self.m)[:, 0]) if self.time_weight is not None else None
-        loss = self.estimator.loss(traj.log_prob, log_r, weight)
-        logs = {"reward": self.estimator.reward(log_r).mean(), "log_prob": traj.log_prob.detach().mean()}
+        bonus, logs = None, {}
+        if self.task_reward is not None:
+            fn, alpha = self.task_reward
+            with torch.no_grad():
+                r = fn(traj.x).float()
+            if r.shape != (n,):
+                raise ValueError(f"the reward must return one value per sequence (shape ({n},)), got {tuple(r.shape)}")
+            bonus, logs["task_reward"] = alpha * r, r.mean()
+        loss = self.estimator.loss(traj.log_prob, log_r, weight, bonus=bonus)
+        logs.update({"reward": self.estimator.reward(log_r).mean(), "log_prob": traj.log_prob.detach().mean()})
         for name, (w, reg) in self.regularisers.items():
             value = reg(student, traj)
             loss = loss + w * value
@@ -181,6 +194,7 @@ class DiscreteParts:
     discriminator: Callable[..., nn.Module] | None = None  # options from distill.discriminator -> logit net
     real: dict[str, Callable[[], Callable[[Noise, int], Tensor]]] = field(default_factory=dict)
     oracle: Callable[[nn.Module], LogRatio] | None = None
+    rewards: Registry | None = None  # sequence rewards (x (B, L)) -> (B,) this modality offers
 
 
 def discrete_estimator(recipe: DiscreteRecipe, where: str = "distill") -> PolicyGradient:
@@ -223,6 +237,11 @@ def check_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, where: str = "d
                       "this modality's discriminator")
     probe_times(build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler"), parts.process,
                 f"{where}.time_sampler")
+    if recipe.reward is not None:
+        _, alpha = reward_options(recipe.reward, parts.rewards, f"{where}.reward")
+        if alpha is None:
+            raise ConfigError(f"config key {where}.reward needs 'alpha' (the weight of the reward beside the "
+                              "divergence's in the policy gradient)")
     return estimator
 
 
@@ -236,6 +255,10 @@ def build_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, outputs: Output
     if recipe.entropy_weight > 0:
         mask_id = parts.process.mask_id
         regs["entropy"] = (recipe.entropy_weight, lambda s, traj: entropy_bonus(s, traj, mask_id))
+    reward = None
+    if recipe.reward is not None:
+        options, alpha = reward_options(recipe.reward, parts.rewards, f"{where}.reward")
+        reward = (build_named(parts.rewards, options, f"{where}.reward"), alpha)
     disc = real = None
     if parts.oracle is None:
         disc = build_network(parts.discriminator, dict(recipe.discriminator or {}), f"{where}.discriminator",
@@ -246,4 +269,5 @@ def build_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, outputs: Output
         time_sampler=build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler"), real=real,
         discriminator=disc, oracle=parts.oracle, corruptions=recipe.corruptions, coupled_time=recipe.coupled_time,
         time_weight=inverse_t_weight() if recipe.time_weight == "inverse_t" else None, regularisers=regs,
-        reuse_rollouts=recipe.reuse_rollouts, teacher=parts.teacher, outputs=outputs, offers=offers_of(parts))
+        reuse_rollouts=recipe.reuse_rollouts, teacher=parts.teacher, reward=reward, outputs=outputs,
+        offers=offers_of(parts))

@@ -41,6 +41,8 @@ class DiscreteRecipe:
     reuse_rollouts: bool = False  # the discriminator's fake side is the previous generator step's rollout
     discriminator: dict[str, Any] | None = None  # options of the backend's discriminator
     real: str | None = None  # the discriminator's real side: one of the backend's sources; None = its first
+    # {name, alpha, options}: alpha * reward(x) joins each sample's policy-gradient reward (DI++ for tokens)
+    reward: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Offers:
 
 def offers_of(parts: Any) -> Offers:
     """The Offers of a backend's built ContinuousParts or DiscreteParts (dataclass fields; the discrete parts
-    have no fake score or rewards)."""
+    have no fake score)."""
     from .builders import options_of
 
     fake, disc, rewards = (getattr(parts, k, None) for k in ("fake", "discriminator", "rewards"))

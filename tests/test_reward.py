@@ -292,3 +292,70 @@ def test_dipp_refuses_a_binary_reward_at_its_first_step(tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     assert main(["distill", str(path), "--out", str(tmp_path / "run")]) != 0
     assert "the reward is not differentiable in x0" in capsys.readouterr().err
+
+
+def test_policy_gradient_task_reward_joins_each_samples_reward_before_normalisation():
+    from unidistill.engine.divergences import PolicyGradient
+
+    log_prob = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    log_ratio = torch.tensor([0.2, -0.1, 0.5, 0.0], dtype=torch.float64)
+    bonus = torch.tensor([1.0, 0.0, -2.0, 0.5], dtype=torch.float64)
+    est = PolicyGradient(f="rkl", normalise=False)
+    (g,) = torch.autograd.grad(est.loss(log_prob, log_ratio, bonus=bonus).sum(), log_prob)
+    torch.testing.assert_close(g, -(est.reward(log_ratio) + bonus))
+
+
+def test_loop_reward_finds_enclosed_paper():
+    from unidistill.modalities.image.rewards import has_loop
+
+    x = -torch.ones(3, 1, 8, 8)
+    x[0, 0, 2:6, 2:6] = 1.0
+    x[0, 0, 3:5, 3:5] = -1.0  # a ring of ink: a hole
+    x[1, 0, 1:7, 3] = 1.0  # a bar: no hole
+    x[2, 0, 2:6, 2:6] = 1.0
+    x[2, 0, 3:5, 3:5] = -1.0
+    x[2, 0, 4, 2] = -1.0  # the ring opened on its left side: the paper inside reaches the border
+    torch.testing.assert_close(has_loop(x), torch.tensor([1.0, 0.0, 0.0]))
+
+
+def test_distinct_token_reward():
+    from unidistill.modalities.text.distill import text_rewards
+
+    r = text_rewards(None, None).get("distinct")()
+    torch.testing.assert_close(r(torch.tensor([[1, 1, 1, 1], [1, 2, 3, 4], [5, 1, 5, 1]])),
+                               torch.tensor([0.25, 1.0, 0.5], dtype=torch.float64))
+
+
+def test_chain_reward_metrics_are_exact():
+    """The chain evaluator's tilted optimum, checked by the identity KL(p || p*) = log Z - E_p[r] / beta and by
+    KL(p* || p) = E*[r] / beta - log Z."""
+    from unidistill.engine.process import MaskingProcess
+    from unidistill.modalities.toy_markov.chain import MarkovChainTeacher
+    from unidistill.modalities.toy_markov.distill import rewards_for
+    from unidistill.modalities.toy_markov.evaluate import ChainEvaluator, _kl
+
+    chain = MarkovChainTeacher([0.5, 0.3, 0.2], [[0.8, 0.1, 0.1], [0.2, 0.6, 0.2], [0.3, 0.3, 0.4]], 4)
+    beta = 0.7
+    ev = ChainEvaluator(chain, MaskingProcess(3), 2, [], tilt=(rewards_for(chain).get("count")(token=2), beta))
+    xs, p = chain.enumerate()
+    r = (xs == 2).sum(-1).double()
+    log_z = float(torch.logsumexp(p.log() + r / beta, 0))
+    assert abs(_kl(p, ev.optimum) - (log_z - float(p @ r) / beta)) < 1e-10
+    assert abs(_kl(ev.optimum, p) - (float(ev.optimum @ r) / beta - log_z)) < 1e-10
+
+
+def test_didr_inside_the_score_family_backpropagates_through_attention_twice():
+    """SIM differentiates the critics again through x_t: DIDR's proxy (a gradient through the teacher) then needs a
+    second derivative of attention, which SDPA's fused kernels lack; twice_differentiable() picks the math one."""
+    process = VEProcess()
+
+    def teacher(x, t):  # attention over the 4 coordinates of each example
+        q = (x[:, None, :, None] * torch.linspace(0.5, 1.5, 8)).contiguous()  # (B, 1 head, 4, 8)
+        return x + torch.nn.functional.scaled_dot_product_attention(q, q, q)[:, 0, :, 0]
+
+    didr = DIDR(beta=1.0, reward=lambda x: -(x**2).sum(1), alpha=None, process=process)
+    x0 = torch.randn(3, 4, requires_grad=True)
+    critics = Critics(process, teacher=didr.teacher(teacher, None), fake=lambda x, s: 0.9 * x)
+    loss = DIVERGENCES.get("sim")().loss(x0, torch.full((3,), 0.7), torch.randn(3, 4), critics)
+    (g,) = torch.autograd.grad(loss.sum(), x0)
+    assert torch.isfinite(g).all()

@@ -64,11 +64,14 @@ class PolicyGradient:
         return r.mean(-1) if z_weights is None else (r * z_weights).sum(-1)
 
     def loss(self, log_prob: Tensor, log_ratio: Tensor, weight: Tensor | None = None,
-             z_weights: Tensor | None = None) -> Tensor:
+             z_weights: Tensor | None = None, bonus: Tensor | None = None) -> Tensor:
         """log_prob (B,) with graph: log p_theta of each sample (or its sampling trajectory);
-        log_ratio at the corrupted samples (no graph); weight (B,) the time weight. Returns (B,)."""
+        log_ratio at the corrupted samples (no graph); weight (B,) the time weight; bonus (B,) a task reward
+        (alpha * r(x)) added to each sample's reward before normalisation. Returns (B,)."""
         with torch.no_grad():
             adv = self.reward(log_ratio.detach(), z_weights)
+            if bonus is not None:
+                adv = adv + bonus.detach().to(adv.dtype)
             if self.normalise:
                 adv = group_normalise(adv, self.group_size, self.clip)
             if weight is not None:  # after normalisation (DiDi-Instruct): a weight shared by a group survives it

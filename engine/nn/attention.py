@@ -1,6 +1,7 @@
 """Scaled dot-product attention, softmax(Q K^T / sqrt(d)) V (Vaswani et al. 2017, eq. 1)."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 from types import ModuleType
 
@@ -10,6 +11,23 @@ from torch import Tensor, nn
 
 _XFORMERS_OPS: ModuleType | None = None
 _XFORMERS_TRIED = False
+_TWICE = False  # inside twice_differentiable()
+
+
+@contextlib.contextmanager
+def twice_differentiable():
+    """Attention whose backward is itself differentiable, for a gradient taken through a network and then
+    backpropagated again (DIDR's proxy inside the score family): SDPA's math kernel, never xformers. The flash
+    and memory-efficient kernels (and xformers) have no second derivative."""
+    global _TWICE
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    before, _TWICE = _TWICE, True
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        _TWICE = before
 
 
 def _xformers_ops() -> ModuleType | None:
@@ -26,7 +44,7 @@ def _xformers_ops() -> ModuleType | None:
 
 def _use_xformers(q: Tensor) -> bool:
     """xformers only for CUDA half-precision tensors, and only if it imports."""
-    if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+    if _TWICE or not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
         return False
     return _xformers_ops() is not None
 

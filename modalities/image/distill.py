@@ -19,7 +19,7 @@ from .config import ImageConfig
 from .io import is_digits, load_image_teacher, save_student
 from .nets import ImageDiscriminator
 from .pictures import save_grid
-from .rewards import classifier_log_prob, contrast
+from .rewards import classifier_log_prob, contrast, loop
 
 
 def build_distill(cfg: ImageConfig, run_dir: Path) -> ContinuousDistillation:
@@ -79,6 +79,7 @@ def _rewards(teacher: Teacher) -> Registry:
         return classifier_log_prob()
 
     rewards.register("contrast")(contrast)
+    rewards.register("loop")(loop)
     return rewards
 
 

@@ -15,7 +15,7 @@ class TextBackend(Backend):
     family = "discrete"
 
     def offers(self, cfg: TextConfig) -> Offers:
-        return Offers(discriminator=("trainable_blocks",), real=("teacher", "corpus"))
+        return Offers(discriminator=("trainable_blocks",), real=("teacher", "corpus"), rewards=("distinct", "judge"))
 
     def build(self, cfg: TextConfig, run_dir: Path):
         from .distill import build_distill

@@ -20,6 +20,7 @@ from unidistill.engine.config import ConfigError
 from unidistill.engine.distill_discrete import DiscreteDistillation, DiscreteParts, build_discrete
 from unidistill.engine.masked_sampling import rollout
 from unidistill.engine.objective import Outputs, sample_path
+from unidistill.engine.registry import Registry
 
 from .config import TextConfig
 from .corpus import corpus_blocks
@@ -108,10 +109,43 @@ def build_distill(cfg: TextConfig, run_dir: Path) -> DiscreteDistillation:
         return [path]
 
     parts = DiscreteParts(process=process, student=student, rollout=student_rollout, rollout_steps=cfg.rollout.steps,
-                          teacher=teacher, discriminator=discriminator, real=real)
+                          teacher=teacher, discriminator=discriminator, real=real, rewards=text_rewards(cfg, tok))
     outputs = Outputs(evaluate=evaluate, save_samples=save_texts,
                       export=lambda s, run: export_student(s, made["disc"], tok, run))
     return build_discrete(cfg.distill, parts, outputs)
+
+
+def text_rewards(cfg: TextConfig, tok) -> Registry:
+    """Sequence rewards a config may name in distill.reward (alpha * r joins DiDi-Instruct's reward)."""
+    rewards = Registry("text reward")
+
+    @rewards.register("distinct")
+    def distinct():
+        """The share of distinct tokens in each sequence: penalises runs of one token (reST table rules)."""
+        def reward(x):
+            s = x.sort(-1).values
+            return (1 + (s[:, 1:] != s[:, :-1]).sum(-1)).double() / x.shape[1]
+        return reward
+
+    @rewards.register("judge")
+    def judge(folder: str | None = None):
+        """The judge's mean log-probability per token (default judge: eval.judge): more fluent text."""
+        from .evaluate import load_judge
+        from .judge import token_nll
+
+        where = folder if folder is not None else cfg.eval.judge
+        if where == "none":
+            raise ValueError("the judge reward needs a judge: set eval.judge or the reward's folder")
+        lm = load_judge(str(resolve_folder(where, "judge")))
+        bos = lm.config.eos_token_id
+
+        @torch.no_grad()
+        def reward(x):
+            lm.to(x.device)
+            return -token_nll(lm, x, bos).double().mean(-1)
+        return reward
+
+    return rewards
 
 
 def teacher_pool(cfg: TextConfig, teacher, length: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ class MarkovBackend(Backend):
     family = "discrete"
 
     def offers(self, cfg: MarkovConfig) -> Offers:
-        return Offers(discriminator=None if cfg.ratio == "oracle" else (), real=("data",))
+        return Offers(discriminator=None if cfg.ratio == "oracle" else (), real=("data",), rewards=("count",))
 
     def build(self, cfg: MarkovConfig, run_dir: Path):
         from .distill import build_distill

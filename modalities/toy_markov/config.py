@@ -20,4 +20,6 @@ class MarkovConfig:
     ratio: Literal["discriminator", "oracle"] = "discriminator"  # oracle: exact log ratio (tests, ablations)
     warm_start_steps: int = bounded(300, lo=0)  # fit the student to the teacher's masked conditionals first
     eval_teacher_steps: list[int] = bounded(lo=1, factory=lambda: [2, 4, 16])  # teacher's own sampler, for reference
-    distill: DiscreteRecipe = field(default_factory=_recipe)  # the engine's recipe; real source: data (the chain)
+    # the engine's recipe; real source: data (the chain); reward: count {token} (occurrences of a token), measured
+    # against the exact tilted chain p* ~ p exp(r / beta), beta = 1 / alpha
+    distill: DiscreteRecipe = field(default_factory=_recipe)

@@ -10,6 +10,7 @@ from unidistill.engine import masked_sampling
 from unidistill.engine import process as proc
 from unidistill.engine.distill_discrete import DiscreteDistillation, DiscreteParts, build_discrete, check_discrete
 from unidistill.engine.objective import Outputs, sample_path
+from unidistill.engine.registry import Registry
 
 from .chain import MarkovChainTeacher, all_sequences
 from .config import MarkovConfig
@@ -28,12 +29,30 @@ def build_distill(cfg: MarkovConfig, run_dir: Path) -> DiscreteDistillation:
                                                             device=next(s.parameters()).device),
         teacher=teacher_predictor(chain), oracle=oracle,
         discriminator=None if oracle is not None else (lambda: MaskedDiscriminator(V, L, cfg.hidden)),
-        real={"data": lambda: (lambda noise, n: noise.draw(lambda m, g: chain.sample(m, generator=g), n))})
+        real={"data": lambda: (lambda noise, n: noise.draw(lambda m, g: chain.sample(m, generator=g), n))},
+        rewards=rewards_for(chain))
     check_discrete(cfg.distill, parts)  # before the warm start's cost
     warm_start(student, chain, process, cfg.warm_start_steps)
-    ev = ChainEvaluator(chain, process, cfg.steps, cfg.eval_teacher_steps)
+    tilt = None
+    if cfg.distill.reward is not None and cfg.distill.reward.get("alpha"):
+        r = parts.rewards.get("count")(**{k: v for k, v in cfg.distill.reward.items() if k not in ("name", "alpha")})
+        tilt = (r, 1.0 / float(cfg.distill.reward["alpha"]))
+    ev = ChainEvaluator(chain, process, cfg.steps, cfg.eval_teacher_steps, tilt=tilt)
     outputs = Outputs(evaluate=ev, save_samples=lambda s, run, step: [ev.picture(s, sample_path(run, step, ".png"))])
     return build_discrete(cfg.distill, parts, outputs)
+
+
+def rewards_for(chain: MarkovChainTeacher) -> Registry:
+    rewards = Registry("chain reward")
+
+    @rewards.register("count")
+    def count(token: int = 0):
+        """r(x) = the number of positions holding `token`."""
+        if not (isinstance(token, int) and 0 <= token < chain.vocab):
+            raise ValueError(f"reward option token must be a token id in 0..{chain.vocab - 1}, got {token!r}")
+        return lambda x: (x == token).sum(-1).to(torch.float64)
+
+    return rewards
 
 
 def warm_start(student: MaskedDenoiser, chain: MarkovChainTeacher, process: proc.MaskingProcess,

@@ -1,4 +1,5 @@
-"""Exact metrics of the toy chain's student: its N-step distribution's KL to the target."""
+"""Exact metrics of the toy chain's student: its N-step distribution's KL to the target, and for a reward run
+its KL to the exact tilted optimum p*(x) ~ p(x) exp(r(x) / beta) (enumerated) and its mean reward beside p*'s."""
 from __future__ import annotations
 
 import torch
@@ -13,9 +14,15 @@ from .student import exact_distribution, teacher_predictor
 class ChainEvaluator:
     """Exact KL(student N-step || target) and the teacher's own N-step sampler's KL for reference."""
 
-    def __init__(self, chain, process, steps: int, teacher_steps: list[int]):
+    def __init__(self, chain, process, steps: int, teacher_steps: list[int], tilt=None):
         self.chain, self.process, self.steps = chain, process, steps
-        _, self.target = chain.enumerate()
+        xs, self.target = chain.enumerate()
+        self.reward = self.optimum = None
+        if tilt is not None:  # (reward, beta): p* over every sequence
+            fn, beta = tilt
+            self.reward = fn(xs).double()
+            log_star = self.target.log() + self.reward / beta
+            self.optimum = (log_star - torch.logsumexp(log_star, 0)).exp()
         self.teacher_kl = {k: _kl(exact_distribution(teacher_predictor(chain), k, process, chain.vocab,
                                                      chain.length), self.target) for k in teacher_steps}
 
@@ -24,7 +31,13 @@ class ChainEvaluator:
         return exact_distribution(student, self.steps, self.process, self.chain.vocab, self.chain.length)
 
     def __call__(self, student) -> dict[str, float]:
-        out = {f"kl_student_{self.steps}step": _kl(self.distribution(student), self.target)}
+        p = self.distribution(student)
+        out = {f"kl_student_{self.steps}step": _kl(p, self.target)}
+        if self.optimum is not None:
+            p = p.double() / p.sum()
+            out.update({"kl_optimum": _kl(p, self.optimum), "reward": float(p @ self.reward),
+                        "reward_optimum": float(self.optimum @ self.reward),
+                        "kl_teacher_of_optimum": _kl(self.optimum, self.target)})
         out.update({f"kl_teacher_{k}step": v for k, v in self.teacher_kl.items()})
         return out
 
