@@ -234,9 +234,23 @@ def continuous_divergence(recipe: ContinuousRecipe, where: str, usable: list[str
     return build_named(DIVERGENCES, recipe.divergence, f"{where}.divergence"), name
 
 
+ALIGNMENT_PARTS = ("reward", "alpha", "process", "exact", "generator", "network")  # what the engine passes in
+
+
 def check_recipe(recipe: ContinuousRecipe, where: str = "distill") -> None:
-    """Names and options of the divergence and time samplers, checked before the backend loads anything."""
+    """Names and options of the divergence, the time samplers and the alignment, checked before the backend loads
+    anything."""
     continuous_divergence(recipe, where, DIVERGENCES.names())
+    if recipe.alignment is not None:
+        if recipe.reward is None:
+            raise ConfigError(f"config key {where}.alignment needs a reward: add {where}.reward {{name, ...}}")
+        section = recipe.alignment if isinstance(recipe.alignment, dict) else {"name": recipe.alignment}
+        try:
+            cls = ALIGNMENTS.get(section.get("name"))
+        except KeyError as e:
+            raise ConfigError(f"config key {where}.alignment.name: {e.args[0]}") from None
+        check_options(cls, {k: v for k, v in section.items() if k != "name"}, f"{where}.alignment",
+                      repr(section["name"]), exclude=ALIGNMENT_PARTS)
     build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
     if recipe.aux_time_sampler is not None:
         build_named(TIME_SAMPLERS, recipe.aux_time_sampler, f"{where}.aux_time_sampler")
@@ -300,5 +314,5 @@ def build_alignment(recipe: ContinuousRecipe, parts: ContinuousParts, where: str
         def network(options):
             return build_network(parts.discriminator, options, f"{where}.alignment.net",
                                  "this modality's discriminator")
-    return build_named(ALIGNMENTS, section, f"{where}.alignment", reward=reward, alpha=alpha, process=parts.process,
-                       exact=tilt, generator=parts.generator, network=network)
+    parts_of = dict(zip(ALIGNMENT_PARTS, (reward, alpha, parts.process, tilt, parts.generator, network)))
+    return build_named(ALIGNMENTS, section, f"{where}.alignment", **parts_of)
