@@ -23,6 +23,7 @@ TOY = str(ROOT / "examples" / "toy" / "ring8_sid.yaml")
 IMAGE = str(ROOT / "examples" / "image" / "digits_sid.yaml")
 TEXT = str(ROOT / "examples" / "text" / "pydoc_didi.yaml")
 PDE = str(ROOT / "examples" / "pde" / "darcy_phys_instruct.yaml")
+DIDR = str(ROOT / "examples" / "image" / "digits_didr.yaml")
 
 # (what, where it is caught, config, override)
 CASES = [
@@ -36,6 +37,7 @@ CASES = [
     ("fake-score option typo (image)", "Backend.offers", IMAGE, "distill.fake.width=3"),
     ("reward name typo (image)", "Backend.offers", IMAGE, "distill.reward={name: clasifier, alpha: 0.1}"),
     ("real source on PDE", "Backend.offers", PDE, "distill.real=bogus"),
+    ("alignment name typo (image)", "registry (imports torch)", DIDR, "distill.alignment.name=dirr"),
     ("student sigmas above the teacher's", "backend build, after the teacher", IMAGE, "student_sigmas=[500.0]"),
 ]
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .alignment import ALIGNMENTS, Alignment
+from .alignment import ALIGNMENTS, DIDR, Alignment
 from .builders import build_named, check_options, coerce_options
 from .config import ConfigError, OptionError
 from .divergences import DIVERGENCES, ESTIMATORS, Critics, Divergence, per_element, per_example
@@ -194,6 +194,9 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
     # the reward first: its factory may refuse this teacher (a digits classifier on RGB), which must
     # happen before the fake score, the discriminator or a teacher pool cost anything
     alignment = build_alignment(recipe, parts, where)
+    if isinstance(alignment, DIDR) and "ratio" in divergence.needs:
+        raise ConfigError(f"config key {where}.alignment: 'didr' tilts the teacher's score, but {name!r} estimates a "
+                          "density ratio against untilted real samples; use ikl or a score divergence (sim, sid, fgm)")
     t_gen = build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler")
     aux = recipe.aux_time_sampler if recipe.aux_time_sampler is not None else recipe.time_sampler
     t_aux = build_named(TIME_SAMPLERS, aux, f"{where}.aux_time_sampler")

@@ -265,6 +265,8 @@ def test_init_from_starts_the_generator_from_a_runs_ema_and_the_anchor_survives_
      "config key distill.alignment.beta must be a finite number > 0, got 0"),
     ({"reward": {"name": "linear", "w": [1.0, 0.0], "alpha": 1.0}, "alignment": {"name": "surrogate", "fit": "l1"}},
      "config key distill.alignment.fit"),
+    ({"divergence": {"name": "fdiv"}, "reward": {"name": "linear", "w": [1.0, 0.0]}, "alignment": {"name": "didr"}},
+     "config key distill.alignment: 'didr' tilts the teacher's score, but 'fdiv' estimates a density ratio"),
 ])
 def test_alignment_configs_fail_in_one_line(distill, expected, tmp_path, capsys):
     import yaml
