@@ -217,6 +217,7 @@ DIGITS_SWEEP = {  # objective -> (divergence override or None (SIM's), alignment
     "SIM, no reward (base continued)": (None, None, [(None, None)]),
     "DI* (sim + dipp)": (None, {"name": "dipp"}, [(0.01, None), (0.03, None), (0.1, None)]),
     "DIDR proxy (sim)": (None, {"name": "didr", "proxy": "denoise"}, [(None, 3.0), (None, 1.0), (None, 0.3)]),
+    "DIDR 4-step proxy (sim)": (None, {"name": "didr", "proxy": "denoise", "steps": 4}, [(None, 1.0)]),
     "Reward-Instruct": ({"name": "none"}, {"name": "reward_instruct", "anchor": "output", "weight": 1.0},
                         [(0.1, None), (0.3, None), (1.0, None)]),
 }
