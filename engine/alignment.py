@@ -108,7 +108,8 @@ class DIPP(Alignment):
 
 def short_denoise(teacher: Denoiser, process: GaussianProcess, x_t: Tensor, t: Tensor, steps: int) -> Tensor:
     """x0 from x_t by `steps` deterministic DDIM steps of the teacher (steps = 1: the teacher's denoiser D_p(x_t)),
-    on times spaced evenly from t down to the process's t_min; differentiable in x_t."""
+    differentiable in x_t. The k-th step goes from s_{k-1} to s_k = s_{k-1} + (t_min - s_{k-1}) k / steps (s_0 = t),
+    each step covering a growing share of what remains toward the process's t_min."""
     x, d = x_t, teacher(x_t, t)
     for k in range(1, steps):
         s = t + (process.t_min - t) * k / steps

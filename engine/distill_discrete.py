@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .alignment import reward_of
 from .builders import build_named, check_options
 from .config import ConfigError
 from .distill import build_network, probe_times, reward_options
@@ -168,9 +169,7 @@ class DiscreteDistillation(Objective):
         if self.task_reward is not None:
             fn, alpha = self.task_reward
             with torch.no_grad():
-                r = fn(traj.x).float()
-            if r.shape != (n,):
-                raise ValueError(f"the reward must return one value per sequence (shape ({n},)), got {tuple(r.shape)}")
+                r = reward_of(fn, traj.x, None).float()
             bonus, logs["task_reward"] = alpha * r, r.mean()
         loss = self.estimator.loss(traj.log_prob, log_r, weight, bonus=bonus)
         logs.update({"reward": self.estimator.reward(log_r).mean(), "log_prob": traj.log_prob.detach().mean()})
