@@ -63,6 +63,13 @@ def overrides(path: Path, fixtures: dict[str, Path]) -> list[str]:
         extra = [f"data={fixtures['pde_' + pde]}", "network.sample_size=16", "eval.n_samples=4", "eval.steps=2"]
     elif modality == "pde":
         extra = ["eval.n_samples=8"]
+    elif modality == "3d" and teach:
+        extra = ["eval.n_samples=2", "eval.steps=2"]
+    elif modality == "3d":
+        extra = ["eval.turntable=2", "eval.views=2"]
+        path_ = (data.get("teacher") or {}).get("path")
+        if path_ not in (None, "shipped") and not Path(path_).is_dir():  # Stable Diffusion: the tiny stand-in
+            extra += [f"teacher.path={fixtures['sd']}", "render.sizes=[[0.0,16]]"]
     return COMMON + extra
 
 

@@ -29,6 +29,8 @@ from .registry import Registry
 Latents = Callable[[Noise, int, Progress], tuple[Tensor, Any]]  # (noise, n, progress) -> (z, cond)
 Real = Callable[[Noise, int], tuple[Tensor, Any]]  # (noise, n) -> (x, cond): the discriminator's real side
 Condition = Callable[[Tensor, Any], Any]  # (x0 without graph, cond from the latents) -> cond the critics see
+# (x0 with graph, z, cond, generator) -> ((B,) extra generator loss, scalars to log): a backend's regularisers
+Regulariser = Callable[[Tensor, Tensor, Any, nn.Module], tuple[Tensor, dict[str, Tensor]]]
 
 
 def edm_weight(sigma_data: float = 0.5) -> Callable[[Tensor, GaussianProcess], Tensor]:
@@ -56,7 +58,8 @@ class ContinuousDistillation(Objective):
                  fake: nn.Module | None = None, aux_time_sampler: Callable | None = None,
                  fake_weight: Callable | None = None, discriminator: nn.Module | None = None,
                  real: Real | None = None, alignment: Alignment | None = None, condition: Condition | None = None,
-                 time_shape: tuple[int, ...] = (), outputs: Outputs | None = None, offers: Offers | None = None):
+                 time_shape: tuple[int, ...] = (), regulariser: Regulariser | None = None,
+                 outputs: Outputs | None = None, offers: Offers | None = None):
         super().__init__(outputs)
         self.offers = offers  # what the backend's parts offered (the conformance suite checks its declaration)
         name = type(divergence).__name__
@@ -71,14 +74,17 @@ class ContinuousDistillation(Objective):
         self.aux_time_sampler = aux_time_sampler or time_sampler
         self.fake_weight = fake_weight or edm_weight()
         self.fake, self.disc, self.real, self.alignment = fake, discriminator, real, alignment
-        self.condition, self.time_shape = condition, tuple(time_shape)
+        self.condition, self.time_shape, self.regulariser = condition, tuple(time_shape), regulariser
         if isinstance(teacher, nn.Module):
             teacher.requires_grad_(False).eval()
         self.modules: dict[str, nn.Module] = {"generator": generator}
-        if fake is not None:
-            self.modules["fake"] = fake
-        if discriminator is not None:
-            self.modules["discriminator"] = discriminator
+        # a critic with no trainable parameters is exact (a closed-form fake score or density ratio, as the 3D
+        # backend's mixture over the particles' renders): it is queried, never trained or checkpointed
+        self.exact = {k: m for k, m in (("fake", fake), ("discriminator", discriminator))
+                      if m is not None and not any(p.requires_grad for p in m.parameters())}
+        for key, net in (("fake", fake), ("discriminator", discriminator)):
+            if net is not None and key not in self.exact:
+                self.modules[key] = net
         if alignment is not None:
             self.modules.update(alignment.modules)
             self.frozen.update(alignment.frozen)
@@ -88,8 +94,9 @@ class ContinuousDistillation(Objective):
             self.alignment.start(self.modules["generator"])
 
     def to(self, device):
-        if isinstance(self.teacher, nn.Module):
-            self.teacher.to(device)
+        for net in (self.teacher, *self.exact.values()):
+            if isinstance(net, nn.Module):
+                net.to(device)
         return self
 
     def _times(self, sampler, noise: Noise, n: int, progress: Progress) -> Tensor:
@@ -105,19 +112,20 @@ class ContinuousDistillation(Objective):
         return c if self.condition is None else self.condition(x0.detach(), c)
 
     def aux_losses(self, noise: Noise, n: int, progress: Progress) -> dict[str, Tensor]:
-        if self.fake is None and self.disc is None and not (self.alignment and self.alignment.modules):
+        trained = {"fake", "discriminator"} & self.modules.keys()
+        if not trained and not (self.alignment and self.alignment.modules):
             return {}
         z, c = self.latents(noise, n, progress)
         with torch.no_grad():
             x0 = self.modules["generator"](z, c)
         c = self._cond(x0, c)
         out = {}
-        if self.fake is not None:
+        if "fake" in trained:
             t = self._times(self.aux_time_sampler, noise, n, progress)
             x_t = self._noisy(x0, t, noise)
             err = per_element((self.fake(x_t, t, c) - x0) ** 2, t, mean=True)
             out["fake"] = per_example(self.fake_weight(t, self.process) * err, mean=True)
-        if self.disc is not None:
+        if "discriminator" in trained:
             x_real, c_real = self.real(noise, n)
             c_real = self._cond(x_real, c_real)
             t = self._times(self.aux_time_sampler, noise, n, progress)
@@ -149,6 +157,10 @@ class ContinuousDistillation(Objective):
             extra, more = self.alignment.loss(x0, z, c, self.modules["generator"], noise)
             loss = loss + extra
             logs.update(more)
+        if self.regulariser is not None:
+            extra, more = self.regulariser(x0, z, c, self.modules["generator"])
+            loss = loss + extra
+            logs.update(more)
         return loss, logs
 
 
@@ -172,6 +184,7 @@ class ContinuousParts:
     exact_tilt: Callable[[dict, float], Callable | None] | None = None
     condition: Condition | None = None
     time_shape: tuple[int, ...] = ()
+    regulariser: Regulariser | None = None  # extra generator loss terms of the modality (3D: opacity regularisers)
 
 
 def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: Outputs | None = None,
@@ -214,7 +227,7 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
         process=parts.process, teacher=parts.teacher, generator=parts.generator, latents=parts.latents,
         divergence=divergence, time_sampler=t_gen, aux_time_sampler=t_aux, fake=fake, fake_weight=parts.fake_weight,
         discriminator=disc, real=real, alignment=alignment, condition=parts.condition, time_shape=parts.time_shape,
-        outputs=outputs, offers=offers_of(parts))
+        regulariser=parts.regulariser, outputs=outputs, offers=offers_of(parts))
 
 
 def probe_times(sampler: Callable, process, where: str) -> None:

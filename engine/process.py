@@ -231,6 +231,25 @@ def uniform(t_min: float | None = None, t_max: float | None = None, t_max_end: f
     return sample
 
 
+@TIME_SAMPLERS.register("hifa")
+def hifa(t_min: float | None = None, t_max: float | None = None) -> Callable:
+    """HiFA's square-root schedule (Zhu et al. 2023; threestudio's sqrt_anneal): every draw is the one time
+    t_min + (t_max - t_min)(1 - sqrt(progress)), falling from t_max to t_min over training."""
+    if t_min is not None and t_max is not None and not t_min < t_max:
+        raise OptionError("t_max", f"must be above t_min {t_min}, got {t_max}")
+
+    def sample(n, process, device=None, generator=None, progress=0.0):
+        lo = process.t_min if t_min is None else t_min
+        hi = process.t_max if t_max is None else t_max
+        for name, v in (("t_min", lo), ("t_max", hi)):
+            if not process.t_min - 1e-9 <= v <= process.t_max + 1e-9:
+                raise OptionError(name, f"must lie in the process's time range [{process.t_min:g}, "
+                                        f"{process.t_max:g}], got {v}")
+        return torch.full((n,), lo + (hi - lo) * (1 - math.sqrt(min(max(progress, 0.0), 1.0))), device=device)
+
+    return sample
+
+
 @TIME_SAMPLERS.register("lognormal")
 def lognormal(p_mean: float = -1.2, p_std: float = 1.2) -> Callable:
     """EDM training distribution: ln sigma ~ N(p_mean, p_std^2), clipped to the process range."""

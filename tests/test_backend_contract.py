@@ -19,14 +19,16 @@ from unidistill.engine.config import ConfigError
 ROOT = Path(__file__).parents[1]
 EXAMPLES = sorted((ROOT / "examples").rglob("*.yaml"))
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "scipy", "sklearn")
+FOLDERS = {"3d": "threed"}  # a package name cannot start with a digit
 
 
 def test_the_shipped_backends_are_entry_points():
-    assert backend_names() == ["image", "pde", "text", "toy_gmm", "toy_markov"]
+    assert backend_names() == ["3d", "image", "pde", "text", "toy_gmm", "toy_markov"]
     for name in backend_names():
         b = get_backend(name)
         assert isinstance(b, Backend) and b.family in ("continuous", "discrete")
-        assert Path(sys.modules[type(b).__module__].__file__).parent.name == name  # one folder per modality
+        folder = FOLDERS.get(name, name)  # one folder per modality, named after it
+        assert Path(sys.modules[type(b).__module__].__file__).parent.name == folder
 
 
 def test_validating_a_config_imports_no_other_backend_and_not_torch():
@@ -48,7 +50,8 @@ print(json.dumps(out))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     for path, (modality, imported, heavy) in json.loads(res.stdout).items():
         assert heavy == [], (path, heavy)
-        assert all(m == "unidistill.modalities" or m.startswith(f"unidistill.modalities.{modality}")
+        folder = FOLDERS.get(modality, modality)
+        assert all(m == "unidistill.modalities" or m.startswith(f"unidistill.modalities.{folder}")
                    for m in imported), (path, imported)
 
 
@@ -74,7 +77,7 @@ def test_a_missing_extra_is_named_in_one_line(monkeypatch, tmp_path, capsys):
 def test_a_backend_outside_the_package_and_bad_names(tmp_path):
     b = get_backend("backends.gauss1d.backend:Gauss1DBackend")
     assert type(b).__name__ == "Gauss1DBackend"
-    with pytest.raises(ConfigError, match="unknown modality 'images3d'; choose one of: image, pde, text, toy_gmm"):
+    with pytest.raises(ConfigError, match="unknown modality 'images3d'; choose one of: 3d, image, pde, text, toy_gmm"):
         get_backend("images3d")
     with pytest.raises(ConfigError, match="'json:dumps' is not a unidistill Backend"):
         get_backend("json:dumps")

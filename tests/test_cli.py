@@ -48,6 +48,16 @@ def fast_overrides(path: Path, tiny_teachers: dict[str, Path] | None = None) -> 
                  "eval.steps=2"]
     elif data.get("modality") == "pde":
         extra = [f"teacher={tiny_teachers['pde_' + data['teacher']]}", "eval.n_samples=4"]
+    if data.get("modality") == "3d" and "network" in data:  # the 3D teacher: tiny network and renders
+        extra = ["network.sample_size=8", "network.block_out_channels=[8, 16, 16]", "network.norm_num_groups=4",
+                 "network.attention_head_dim=4", "n_samples=8", "eval.n_samples=2", "eval.steps=2"]
+    elif data.get("modality") == "3d":
+        path = (data.get("teacher") or {}).get("path")
+        size = 16 if path not in (None, "shipped") else 8  # the Stable Diffusion stand-in's VAE takes 16x16
+        extra = ["eval.turntable=2", "eval.views=2", f"eval.size={size}", f"render.sizes=[[0.0, {size}]]",
+                 "render.n_samples=8", "generator.resolution=8", "generator.per_prompt=2", "teacher.n_samples=8"]
+        if path is not None:
+            extra.append(f"teacher.path={tiny_teachers['3d_sd' if path != 'shipped' else '3d']}")
     return FAST + extra
 
 
@@ -57,12 +67,14 @@ def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
     from image_fixtures import FLOW, tiny_digits_teacher, tiny_sd_teacher
     from pde_fixtures import tiny_pde_teacher
     from text_fixtures import tiny_judge, tiny_mdlm
+    from threed_fixtures import tiny_threed_teacher
 
     root = tmp_path_factory.mktemp("teachers")
     return {"digits": tiny_digits_teacher(root / "edm"), "digits_flow": tiny_digits_teacher(root / "flow", FLOW),
             "/path/to/stable-diffusion-v1-5": tiny_sd_teacher(root / "sd"),
             "text": tiny_mdlm(root / "mdlm"), "judge": tiny_judge(root / "judge"),
-            **{f"pde_{p}": tiny_pde_teacher(root / p, p) for p in ("darcy", "poisson")}}
+            **{f"pde_{p}": tiny_pde_teacher(root / p, p) for p in ("darcy", "poisson")},
+            "3d": tiny_threed_teacher(root / "3d"), "3d_sd": tiny_sd_teacher(root / "3d_sd")}
 
 
 @pytest.mark.parametrize("config", EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -90,6 +102,11 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
 
         assert load_teacher(tmp_path / "teacher").shape == (2, 16, 16)
         assert list((tmp_path / "samples").glob("*.png"))
+        return
+    if teach and modality == "3d":  # a 3D teacher folder: diffusers UNet + scheduler + conditioning + threed.json
+        from unidistill.modalities.threed.learned import load_teacher as load_3d
+
+        assert load_3d(tmp_path / "teacher")[0].size == 8
         return
     if teach:  # a teacher run exports a diffusers folder that loads as a teacher
         from unidistill.modalities.shared.teacher import load_teacher
@@ -119,6 +136,9 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
             assert pipe(prompt="a cat", num_images=2).shape == (2, 16, 16, 3)  # decoded through the VAE
         else:
             assert pipe(num_images=3).shape == (3, 8, 8, 1)
+    if modality == "3d":  # the scenes: grids, and a turntable per particle
+        assert (tmp_path / "scenes" / "particles.safetensors").is_file()
+        assert len(list((tmp_path / "scenes").glob("*_turntable.gif"))) >= 2  # two particles per prompt
     for name in ("config.yaml", "log.csv", "metrics.json"):
         assert (tmp_path / name).is_file(), name
     assert list((tmp_path / "samples").glob("*.png"))
@@ -144,7 +164,7 @@ RING = str(Path(__file__).parents[1] / "examples" / "toy" / "ring8_sid.yaml")
     ("distill.divergence.name=klx", "distill.divergence.name: unknown divergence 'klx'; choose one of: fdiv, fgm, ikl"),
     ("distill.divergence.alpah=1", "distill.divergence.alpah is not an option of 'sid'; allowed: alpha, weighting"),
     ("distill.divergence.name=didi", "'didi' is a policy-gradient estimator for discrete tokens; this modality's "
-                                     "samples are continuous: choose one of: fdiv, fgm, ikl, none, sid, sim, uni"),
+                                     "samples are continuous: choose one of: fdiv, fgm, ikl, none, sds, sid, sim, uni"),
     ("distill.fake.width=3", "distill.fake.width is not an option of this modality's fake score; "
                              "allowed: hidden, depth"),
     ("distill.real=corpus", "distill.real = 'corpus' is not a source of real samples here; "
@@ -253,7 +273,7 @@ PDE_TEACH = str(Path(__file__).parents[1] / "examples" / "pde" / "darcy_teacher.
                                          "choose one of: residual"),
     (["student_sigmas=[1.0, 5.0]"], "config key student_sigmas: student_sigmas must decrease"),
     (["distill.divergence={name: fdiv}"], "'fdiv' needs a discriminator, which this modality does not build; choose "
-                                          "one of: fgm, ikl, none, sid, sim"),
+                                          "one of: fgm, ikl, none, sds, sid, sim"),
     (["teacher=/no/such/folder"], "config key teacher: teacher '/no/such/folder' is neither a shipped PDE teacher"),
 ])
 def test_bad_pde_config_fails_in_one_line(overrides, expected, capsys, tmp_path, tiny_teachers):

@@ -43,6 +43,8 @@ def overrides(config: Path) -> list[str]:
              ("text", False): ["teacher_pool=16", "teacher_pool_steps=4", "eval.n_samples=4", "eval.steps=[4]"],
              ("text", True): ["eval.n_samples=4", "eval.steps=4", "eval.held_out_blocks=8", "eval.judge=none"],
              ("pde", False): ["eval.n_samples=4"], ("pde", True): ["eval.n_samples=2", "eval.steps=2"],
+             ("3d", False): ["eval.turntable=2", "eval.views=2", "generator.per_prompt=2"],
+             ("3d", True): ["eval.n_samples=2", "eval.steps=2"],
              }.get((modality, teach), ["eval.n_samples=200"] if modality == "toy_gmm" else [])
     return [a for o in FAST + extra for a in ("--set", o)]
 

@@ -224,7 +224,8 @@ def test_a_run_whose_every_step_was_skipped_fails(tmp_path, capsys):
 
 
 def test_a_second_run_in_a_running_runs_folder_is_refused(tmp_path):
-    data = {**TOY, "train": {**TOY["train"], "steps": 400, "checkpoint_every": 50, "log_every": 10}}
+    # long enough that the second command (a fresh interpreter importing torch, 2-3 s) meets the first still running
+    data = {**TOY, "train": {**TOY["train"], "steps": 1500, "checkpoint_every": 250, "log_every": 10}}
     cfg = write(tmp_path / "toy.yaml", data)
     run = tmp_path / "run"
     first = subprocess.Popen(command(cfg, run), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -240,7 +241,7 @@ def test_a_second_run_in_a_running_runs_folder_is_refused(tmp_path):
     finally:
         out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
-    assert logged_steps(run) == list(range(10, 401, 10))  # unharmed: each step once
+    assert logged_steps(run) == list(range(10, 1501, 10))  # unharmed: each step once
     # the lock died with its holder: a new run in the folder starts at once (here: resumes, already done)
     assert subprocess.run(command(cfg, run), env=ENV, capture_output=True, timeout=300).returncode == 0
 

@@ -2,7 +2,7 @@
 differentiable), the policy-gradient estimator for tokens in ESTIMATORS."""
 from .base import DIVERGENCES, WEIGHTINGS, Critics, Divergence, per_element, per_example
 from .fdiv import F_FUNCTIONS, FDivergence, FFunction
-from .ikl import IntegralKL
+from .ikl import SDS, IntegralKL
 from .policy import ESTIMATORS, PolicyGradient, group_normalise
 from .reward import NoDivergence
 from .score import FGM, SIM, ScoreDivergence, SiD
@@ -10,6 +10,6 @@ from .uni import UniInstruct
 
 __all__ = [
     "DIVERGENCES", "ESTIMATORS", "WEIGHTINGS", "F_FUNCTIONS", "Critics", "Divergence", "FFunction",
-    "IntegralKL", "FDivergence", "ScoreDivergence", "SiD", "SIM", "FGM", "PolicyGradient",
+    "IntegralKL", "SDS", "FDivergence", "ScoreDivergence", "SiD", "SIM", "FGM", "PolicyGradient",
     "UniInstruct", "NoDivergence", "group_normalise", "per_element", "per_example",
 ]

@@ -140,6 +140,34 @@ def sid(t, process, x0, d_p):
     return sigma4(t, process, x0, d_p) / per_element((x0 - d_p).abs(), t, mean=True).clamp_min(1e-8)
 
 
+# threestudio's three SDS weightings (DreamFusion, Fantasia3D) as w(t) on the integral-KL gradient, whose
+# x0-gradient is w alpha (s_q - s_p) = w (alpha / sigma)(eps_hat - eps) for a Dirac student (MATH.md, SDS).
+
+
+@WEIGHTINGS.register("sds")
+def sds(t, process, x0, d_p):
+    """sigma^3 / alpha: per-example x0-gradient (1 - abar)(eps_hat - eps) on VP (DreamFusion's w = 1 - abar)."""
+    return process.sigma(t) ** 3 / process.alpha(t)
+
+
+@WEIGHTINGS.register("uniform")
+def uniform(t, process, x0, d_p):
+    """sigma / alpha: per-example x0-gradient eps_hat - eps (threestudio's `uniform`)."""
+    return process.sigma(t) / process.alpha(t)
+
+
+@WEIGHTINGS.register("fantasia3d")
+def fantasia3d(t, process, x0, d_p):
+    """sigma^3: per-example x0-gradient sqrt(abar)(1 - abar)(eps_hat - eps) on VP (Fantasia3D)."""
+    return process.sigma(t) ** 3
+
+
+@WEIGHTINGS.register("dive3d")
+def dive3d(t, process, x0, d_p):
+    """2 sigma^2 / alpha: with `sim` (c -> 0) the loss of Dive3D's released SIM-3D step (ANCHORS.md, derived)."""
+    return 2 * process.sigma(t) ** 2 / process.alpha(t)
+
+
 @WEIGHTINGS.register("velocity")
 def velocity(t, process, x0, d_p):
     """kappa^2 with u_p - u_q = kappa (s_p - s_q), kappa = sigma (alpha' sigma - alpha sigma') / alpha:
