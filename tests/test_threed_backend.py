@@ -3,6 +3,7 @@ that start as the teacher, reruns that are bit-identical, and one-line errors fo
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,31 @@ def test_the_default_process_is_stable_diffusions_schedule():
     p = PROCESSES.get("vp_discrete")(**{k: v for k, v in ThreeDConfig().process.items() if k != "name"})
     abar = p.alpha(torch.tensor([0.0, 999.0])) ** 2
     torch.testing.assert_close(abar, torch.tensor([1 - 0.00085, 0.0047]), atol=2e-4, rtol=0)
+
+
+def test_groups_progressive_sizes_regularisers_and_the_amortised_generator_run(tmp_path):
+    """Per-group learning rates by parameter name, a render size that grows with progress, the opacity
+    regularisers, a learned background, and the amortised generator with a learned fake, through the CLI."""
+    cfg = {**TINY, "render": {"sizes": [[0.0, 8], [0.5, 12]], "n_samples": 8},
+           "generator": {"per_prompt": 2, "resolution": 8, "learn_background": True},
+           "regularisers": {"sparsity": 1.0, "opacity_entropy": 0.1},
+           "train": {**TINY["train"], "steps": 4, "log_every": 1,
+                     "lr": {"generator": 0.01, "generator.grids.colour": 0.05, "generator.background": 0.001}}}
+    out = tmp_path / "run"
+    assert main(["distill", write(tmp_path, cfg), "--out", str(out)]) == 0
+    assert {"sparsity", "opacity_entropy"} <= set((out / "log.csv").read_text().splitlines()[0].split(","))
+    meta = json.loads(next((out / "checkpoints").glob("step_*/meta.json")).read_text())
+    groups = meta["optim"]["generator"]["groups"]
+    assert groups["grids.colour"]["lr"] == 0.05 and groups["background"]["lr"] == 0.001 and groups[""]["lr"] == 0.01
+    amortised = {**TINY, "generator": {"kind": "amortised", "per_prompt": 2, "resolution": 8, "hidden": 16},
+                 "distill": {"divergence": {"name": "sim"}, "fake": {"exact": False, "hidden": 8}}}
+    assert main(["distill", write(tmp_path, amortised), "--out", str(tmp_path / "am")]) == 0
+    assert (tmp_path / "am" / "scenes" / "a_toy_01_turntable.gif").is_file()
+
+
+def test_progressive_resolution_reaches_the_generator():
+    from unidistill.engine.objective import Progress
+    from unidistill.modalities.threed.render import resolution_at
+
+    sizes = [(0.0, 8), (0.5, 12)]
+    assert [resolution_at(Progress(s, 10).fraction, sizes) for s in (0, 4, 5, 10)] == [8, 8, 12, 12]
