@@ -3,7 +3,8 @@
 `Particles`: N scenes (voxel grids) per prompt; generator(z, view) renders particle z[b] from view.cameras[b]
 (ProlificDreamer's particles, Dive3D's and SDS's single scene with N = 1). Parameter names `grids.density`,
 `grids.colour` and `background` take their own learning rates (`train.lr: {generator.grids.colour: ...}`).
-`Amortised`: G(z, prompt) -> scene. The last render's opacity is kept (with its graph) for the regularisers."""
+`Amortised`: G(z, prompt) -> scene. `Playground`: the pictures are the parameters (unit tests). The last
+render's opacity is kept (with its graph) for the regularisers."""
 from __future__ import annotations
 
 import torch
@@ -143,3 +144,36 @@ class _EvalScenes:
 
     def colour_at(self, index: Tensor, points: Tensor) -> Tensor:
         return self._field(index)(points)[1]
+
+
+class Playground(nn.Module):
+    """The 2-D playground: the parameters are the pictures themselves (per_prompt per prompt, colour logits), shown
+    whatever the camera. With a single camera (every range a point) the exact teacher is a fixed mixture of images,
+    so a divergence's behaviour on the renders' space is seen without a renderer in between."""
+
+    def __init__(self, prompts: int, per_prompt: int = 8, size: int = 32):
+        super().__init__()
+        self.prompts, self.per_prompt, self.size = prompts, per_prompt, size
+        self.image = nn.Parameter(torch.zeros(prompts * per_prompt, 3, size, size))
+        self.last_opacity: Tensor | None = None
+        self._encoder: list = [None]
+
+    def __len__(self) -> int:
+        return self.prompts * self.per_prompt
+
+    def prompt_of(self, particle: Tensor) -> Tensor:
+        return torch.div(particle, self.per_prompt, rounding_mode="floor")
+
+    def rendered(self, index: Tensor, cameras: Cameras, size: int) -> Rendered:
+        if size != self.size:
+            raise ValueError(f"the playground's pictures are {self.size}x{self.size}; asked for {size}")
+        rgb = torch.sigmoid(self.image[index])
+        return Rendered(rgb, torch.ones_like(rgb[:, :1]), torch.zeros_like(rgb[:, :1]))
+
+    def render(self, index: Tensor, cameras: Cameras, size: int) -> Tensor:
+        out = self.rendered(index, cameras, size)
+        self.last_opacity = out.opacity
+        return 2 * out.rgb - 1
+
+    def forward(self, z: Tensor, view: View) -> Tensor:
+        return self.render(z, view.cameras, view.size)
