@@ -90,39 +90,13 @@ def build_teach(cfg: ThreeDTeachConfig, out_dir: Path) -> DenoisingObjective:
         view.prompt = torch.where(drop, torch.full_like(prompt, prompts), prompt)
         return x0, view
 
-    def draw(t_, n):
-        noise = torch.Generator().manual_seed(0)
-        prompt = torch.randint(prompts, (n,), generator=noise)
-        from unidistill.engine.noise import Noise
-
-        view = draw_views(Noise(0), n, prompt, ranges, False, size)
-        with torch.no_grad():
-            x = sample_ode(lambda x_t, t: t_(x_t, t, view), process, cfg.eval.steps, n, (3, size, size),
-                           generator=noise)
-        return x, view
-
     def metrics(t_):
-        x, view = draw(t_, cfg.eval.n_samples)
-        gt = torch.stack([truth.render(torch.full((len(view),), k), view.cameras, size)
-                          for k in range(len(truth.names))], 1)  # (N, K, 3, H, W)
-        mse = ((x[:, None] - gt) / 2).pow(2).flatten(2).mean(2)  # (N, K)
-        allowed = truth.weights[view.prompt] > 0
-        mse = torch.where(allowed, mse, torch.inf)
-        best = mse.argmin(1)
-        out = {"psnr_to_nearest": float((-10 * torch.log10(mse.min(1).values.clamp_min(1e-10))).mean())}
-        errs = []
-        for p in range(prompts):
-            rows = view.prompt == p
-            if rows.any():
-                share = torch.bincount(best[rows], minlength=len(truth.names)).float() / rows.sum()
-                errs.append(float((share - truth.weights[p]).abs().max()))
-        out["weight_error"] = max(errs)
-        return out
+        return teacher_metrics(t_, truth, ranges, size, cfg.eval.n_samples, cfg.eval.steps)
 
     def save_samples(t_, run, step):
         from .outputs import save_strip
 
-        x, _ = draw(t_, 16)
+        x, _ = draw_samples(t_, ranges, size, 16, cfg.eval.steps)
         frames = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         return [save_strip(frames, sample_path(run, step, ".png"), columns=8)]
 
@@ -134,3 +108,48 @@ def build_teach(cfg: ThreeDTeachConfig, out_dir: Path) -> DenoisingObjective:
                               time_sampler=build_named(proc.TIME_SAMPLERS, cfg.time_sampler, "time_sampler"),
                               weight=prediction_weight(process, PREDICTIONS[param.prediction]),
                               outputs=outputs)
+
+
+@torch.no_grad()
+def draw_samples(teacher, ranges: CameraRanges, size: int, n: int, steps: int, seed: int = 0):
+    """n teacher samples (probability-flow ODE, Heun) for random prompts and cameras: (x0, view)."""
+    from unidistill.engine.noise import Noise
+
+    from .distill import draw_views
+
+    gen = torch.Generator().manual_seed(seed)
+    prompt = torch.randint(teacher.conditioning.prompts, (n,), generator=gen)
+    view = draw_views(Noise(seed), n, prompt, ranges, False, size)
+    x = sample_ode(lambda x_t, t: teacher(x_t, t, view), teacher.process, steps, n, (3, size, size), generator=gen)
+    return x, view
+
+
+@torch.no_grad()
+def teacher_metrics(teacher, truth: GroundTruth, ranges: CameraRanges, size: int, n: int, steps: int,
+                    times=(100, 300, 600, 900)) -> dict[str, float]:
+    """Samples: PSNR to the nearest ground-truth render of the prompt from the same camera, the largest gap between
+    a scene's share and its weight. Denoising: PSNR of D(x_t, t) against the render x_t was made from, at `times`
+    (a teacher can denoise well, which is what distillation queries, and still sample poorly)."""
+    x, view = draw_samples(teacher, ranges, size, n, steps)
+    gt = torch.stack([truth.render(torch.full((len(view),), k), view.cameras, size)
+                      for k in range(len(truth.names))], 1)  # (N, K, 3, H, W)
+    mse = ((x[:, None] - gt) / 2).pow(2).flatten(2).mean(2)  # (N, K), pictures in [0, 1]
+    allowed = truth.weights[view.prompt] > 0
+    mse = torch.where(allowed, mse, torch.inf)
+    best = mse.argmin(1)
+    out = {"psnr_to_nearest": float((-10 * torch.log10(mse.min(1).values.clamp_min(1e-10))).mean())}
+    errs = []
+    for p in range(len(truth.weights)):
+        rows = view.prompt == p
+        if rows.any():
+            share = torch.bincount(best[rows], minlength=len(truth.names)).float() / rows.sum()
+            errs.append(float((share - truth.weights[p]).abs().max()))
+    out["weight_error"] = max(errs)
+    x0 = gt[torch.arange(len(view)), best]
+    gen = torch.Generator().manual_seed(1)
+    for tv in times:
+        t = torch.full((len(view),), float(tv))
+        eps = torch.randn(x0.shape, generator=gen)
+        d = teacher(teacher.process.add_noise(x0, t, eps), t, view)
+        out[f"denoise_psnr_t{tv}"] = float(-10 * torch.log10(((d - x0) / 2).pow(2).mean().clamp_min(1e-10)))
+    return out
