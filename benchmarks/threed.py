@@ -185,11 +185,11 @@ def table(r: dict) -> str:
     if "levers" in r:
         rows += ["", f"Levers on fidelity and coverage, {r['levers']['steps']} steps each (otherwise as above):", "",
                  "| run | fidelity PSNR (dB) | scenes reached | assignment entropy | largest weight error | "
-                 "consistent views | saturation drift | wall (s) |", "|" + " --- |" * 8]
+                 "consistent views | saturation drift |", "|" + " --- |" * 7]
         for label, m in r["levers"]["runs"].items():
             rows.append(f"| {label} | {m['fidelity_psnr']:.2f} | {m['modes']:.0f} of {m['modes_of']:.0f} | "
                         f"{m['assignment_entropy']:.3f} | {m['weight_error']:.3f} | {m['consistency']:.2f} | "
-                        f"{m['saturation_drift']:+.3f} | {m['wall_s']:.0f} |")
+                        f"{m['saturation_drift']:+.3f} |")
     rows.append("")
     rows += ["Reruns with the same seed (10 steps, particles.safetensors compared): " + ", ".join(
         f"{k} {'bit-identical' if v['identical'] else 'DIFFERENT'}" for k, v in r["rerun"].items()) + "."]
