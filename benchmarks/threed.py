@@ -90,28 +90,18 @@ def main() -> None:
     if args.retable:
         replace_section("3d", table(read_result("3d")))
         return
-    if args.learned:
+    if args.learned or args.levers:  # one more table, added to the saved results
+        key, entries, steps = ("learned", LEARNED, args.steps) if args.learned else ("levers", LEVERS, args.lever_steps)
         res = read_result("3d")
         res.pop("machine", None)
-        res["learned"] = {"steps": args.steps, "runs": {}, "teacher": shipped_teacher_metrics()}
-        print("teacher", json.dumps(res["learned"]["teacher"]), flush=True)
-        for label, name, extra in LEARNED:
-            m, wall = run(name, args.work / f"learned_{name}", args.steps, extra)
-            res["learned"]["runs"][label] = {"example": f"examples/3d/{name}.yaml", "overrides": extra,
-                                             "wall_s": round(wall, 1), **m}
-            print(label, json.dumps(res["learned"]["runs"][label]), flush=True)
-        write_result("3d", res)
-        replace_section("3d", table(res))
-        return
-    if args.levers:
-        res = read_result("3d")
-        res.pop("machine", None)
-        res["levers"] = {"steps": args.lever_steps, "runs": {}}
-        for label, name, extra in LEVERS:
-            m, wall = run(name, args.work / f"lever_{len(res['levers']['runs'])}", args.lever_steps, extra)
-            res["levers"]["runs"][label] = {"example": f"examples/3d/{name}.yaml", "overrides": extra,
-                                            "wall_s": round(wall, 1), **m}
-            print(label, json.dumps(res["levers"]["runs"][label]), flush=True)
+        res[key] = {"steps": steps, "runs": {}}
+        if args.learned:
+            res[key]["teacher"] = shipped_teacher_metrics()
+        for k, (label, name, extra) in enumerate(entries):
+            m, wall = run(name, args.work / f"{key}_{k}", steps, extra)
+            res[key]["runs"][label] = {"example": f"examples/3d/{name}.yaml", "overrides": extra,
+                                       "wall_s": round(wall, 1), **m}
+            print(label, json.dumps(res[key]["runs"][label]), flush=True)
         write_result("3d", res)
         replace_section("3d", table(res))
         return
@@ -141,6 +131,13 @@ def main() -> None:
             shutil.copy(run_dir / "scenes" / f"{stem}_turntable.gif", img / f"3d_{name}_turntable.gif")
             shutil.copy(sorted((run_dir / "samples").glob("*.png"))[-1], img / f"3d_{name}_particles.png")
     print(table(results))
+
+
+def coverage_row(label: str, m: dict) -> str:
+    """| label | fidelity | scenes reached | entropy | weight error | consistency | saturation drift |"""
+    return (f"| {label} | {m['fidelity_psnr']:.2f} | {m['modes']:.0f} of {m['modes_of']:.0f} | "
+            f"{m['assignment_entropy']:.3f} | {m['weight_error']:.3f} | {m['consistency']:.2f} | "
+            f"{m['saturation_drift']:+.3f} |")
 
 
 def table(r: dict) -> str:
@@ -178,18 +175,14 @@ def table(r: dict) -> str:
         rows += ["| method | fidelity PSNR (dB) | scenes reached | assignment entropy | largest weight error | "
                  "consistent views | saturation drift | wall (s) |", "|" + " --- |" * 8]
         for label, m in r["learned"]["runs"].items():
-            rows.append(f"| {label} | {m['fidelity_psnr']:.2f} | {m['modes']:.0f} of {m['modes_of']:.0f} | "
-                        f"{m['assignment_entropy']:.3f} | {m['weight_error']:.3f} | {m['consistency']:.2f} | "
-                        f"{m['saturation_drift']:+.3f} | {m['wall_s']:.0f} |")
+            rows.append(coverage_row(label, m) + f" {m['wall_s']:.0f} |")
     if "levers" in r:
         rows += ["", f"Levers on fidelity and coverage, exact teacher, {r['levers']['steps']} steps each (else as "
                  "the first table):", "",
                  "| run | fidelity PSNR (dB) | scenes reached | assignment entropy | largest weight error | "
                  "consistent views | saturation drift |", "|" + " --- |" * 7]
         for label, m in r["levers"]["runs"].items():
-            rows.append(f"| {label} | {m['fidelity_psnr']:.2f} | {m['modes']:.0f} of {m['modes_of']:.0f} | "
-                        f"{m['assignment_entropy']:.3f} | {m['weight_error']:.3f} | {m['consistency']:.2f} | "
-                        f"{m['saturation_drift']:+.3f} |")
+            rows.append(coverage_row(label, m))
     rows.append("")
     rows += ["Reruns with the same seed (10 steps, particles.safetensors compared): " + ", ".join(
         f"{k} {'bit-identical' if v['identical'] else 'DIFFERENT'}" for k, v in r["rerun"].items()) + "."]

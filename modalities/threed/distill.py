@@ -19,7 +19,7 @@ from .evaluate import Evaluator
 from .io import generator_for
 from .nets import LoRAFake, ResidualFake
 from .render import render_step_memory, resolution_at
-from .scenes import scene
+from .scenes import prompt_weights, scene
 from .teacher import ParticleMixture, RenderMixtureTeacher
 from .views import View
 
@@ -45,23 +45,14 @@ def sizes_of(cfg: ThreeDConfig) -> list[tuple[float, int]]:
 
 def teacher_of(cfg: ThreeDConfig, process, prompts: dict, n_samples: int, background) -> tuple:
     """The exact teacher of `prompts` and its scene names; unknown scenes and empty prompts fail in one line."""
-    if not prompts:
-        raise ConfigError("config key teacher.prompts: give at least one prompt {name: {scene: weight}}")
-    names = sorted({s for p in prompts.values() for s in p})
     try:
-        scenes = [scene(s) for s in names]
+        names, weights = prompt_weights(prompts)
     except ValueError as e:
-        raise ConfigError(f"config key teacher.prompts: {e}") from None
-    weights = torch.zeros(len(prompts), len(names))
-    for i, (p, mix) in enumerate(prompts.items()):
-        if not mix or any(not w > 0 for w in mix.values()):
-            raise ConfigError(f"config key teacher.prompts.{p}: needs scenes with weights > 0, got {mix!r}")
-        for s, w in mix.items():
-            weights[i, names.index(s)] = float(w)
+        raise ConfigError(str(e)) from None
     t = cfg.teacher
-    teacher = RenderMixtureTeacher(scenes, weights, process, s0=t.s0, bound=cfg.generator.bound, n_samples=n_samples,
-                                   background=tuple(background), guidance=t.guidance, convention=t.convention,
-                                   janus_front=t.janus_front, view_prompts=t.view_prompts)
+    teacher = RenderMixtureTeacher([scene(s) for s in names], weights, process, s0=t.s0, bound=cfg.generator.bound,
+                                   n_samples=n_samples, background=tuple(background), guidance=t.guidance,
+                                   convention=t.convention, janus_front=t.janus_front, view_prompts=t.view_prompts)
     return teacher, names
 
 

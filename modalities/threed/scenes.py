@@ -98,3 +98,22 @@ def stacked_field(fields: list, index: Tensor):
         return sigma, rgb
 
     return f
+
+
+def prompt_weights(prompts: dict[str, dict[str, float]], where: str = "teacher.prompts") -> tuple[list[str], Tensor]:
+    """(the scene names, sorted; weights (prompts, scenes), each row summing to 1) of {prompt: {scene: weight}};
+    no prompt, an unknown scene or a weight <= 0 is a one-line ValueError naming the config key `where`."""
+    if not prompts:
+        raise ValueError(f"config key {where}: give at least one prompt {{name: {{scene: weight}}}}")
+    names = sorted({s for p in prompts.values() for s in p})
+    for name in names:
+        if name not in SCENES:
+            raise ValueError(f"config key {where}: unknown scene {name!r}; choose one of: {', '.join(SCENES)}")
+    weights = torch.zeros(len(prompts), len(names))
+    for i, (p, mix) in enumerate(prompts.items()):
+        if not mix or any(not w > 0 for w in mix.values()):
+            raise ValueError(f"config key {where}.{p}: needs scenes with weights > 0, got {mix!r}")
+        for name, w in mix.items():
+            weights[i, names.index(name)] = float(w)
+    return names, weights / weights.sum(1, keepdim=True)
+

@@ -21,7 +21,7 @@ from .cameras import CameraRanges, check_ranges
 from .config import ThreeDTeachConfig
 from .learned import CameraConditioning, LearnedTeacher, save_teacher
 from .render import render
-from .scenes import scene, stacked_field
+from .scenes import prompt_weights, scene, stacked_field
 
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}  # diffusers' names -> prediction_weight's
 
@@ -30,20 +30,11 @@ class GroundTruth:
     """The prompts' scenes and weights, and renders of them: what the teacher learns and is measured against."""
 
     def __init__(self, prompts: dict[str, dict[str, float]], n_samples: int, background, bound: float):
-        if not prompts:
-            raise ConfigError("config key prompts: give at least one prompt {name: {scene: weight}}")
-        self.names = sorted({s for p in prompts.values() for s in p})
         try:
-            self.fields = [scene(s).field() for s in self.names]
+            self.names, self.weights = prompt_weights(prompts, "prompts")
         except ValueError as e:
-            raise ConfigError(f"config key prompts: {e}") from None
-        self.weights = torch.zeros(len(prompts), len(self.names))
-        for i, (p, mix) in enumerate(prompts.items()):
-            if not mix or any(not w > 0 for w in mix.values()):
-                raise ConfigError(f"config key prompts.{p}: needs scenes with weights > 0, got {mix!r}")
-            for s, w in mix.items():
-                self.weights[i, self.names.index(s)] = float(w)
-        self.weights /= self.weights.sum(1, keepdim=True)
+            raise ConfigError(str(e)) from None
+        self.fields = [scene(s).field() for s in self.names]
         self.n_samples, self.bound = n_samples, bound
         self.background = torch.tensor(background, dtype=torch.float32)
 
