@@ -39,6 +39,8 @@ LEVERS = [
     ("SDS, 64 samples per ray", "sds", ["render.n_samples=64"]),
     ("SIM (Dive3D)", "sim", []),
     ("SIM, t_max 980 -> 500 at half", "sim", ANNEAL),
+    ("SDS, random initial grids (std 1)", "sds", ["generator.init_std=1.0"]),
+    ("SIM, random initial grids (std 1)", "sim", ["generator.init_std=1.0"]),
 ]
 # the learned teacher shipped in the package (examples/3d/teacher.yaml): no exact score, the scenes as reference
 SHIPPED = ["teacher.path=shipped"]
@@ -85,6 +87,7 @@ def main() -> None:
     p.add_argument("--retable", action="store_true", help="rewrite docs/results.md from the saved json")
     p.add_argument("--levers", action="store_true", help="only the lever sweep (LEVERS), added to 3d.json")
     p.add_argument("--lever-steps", type=int, default=400)
+    p.add_argument("--only", help="with --levers/--learned: run only these labels (';'-separated), keep the rest")
     p.add_argument("--learned", action="store_true", help="only the learned-teacher table (LEARNED), added to 3d.json")
     args = p.parse_args()
     if args.retable:
@@ -94,11 +97,13 @@ def main() -> None:
         key, entries, steps = ("learned", LEARNED, args.steps) if args.learned else ("levers", LEVERS, args.lever_steps)
         res = read_result("3d")
         res.pop("machine", None)
-        res[key] = {"steps": steps, "runs": {}}
+        keep = res.get(key, {}).get("runs", {}) if args.only else {}  # --only adds to the saved runs
+        res[key] = {"steps": steps, "runs": keep}
+        entries = [e for e in entries if not args.only or e[0] in args.only.split(";")]
         if args.learned:
             res[key]["teacher"] = shipped_teacher_metrics()
         for k, (label, name, extra) in enumerate(entries):
-            m, wall = run(name, args.work / f"{key}_{k}", steps, extra)
+            m, wall = run(name, args.work / f"{key}_{len(keep) + k}", steps, extra)
             res[key]["runs"][label] = {"example": f"examples/3d/{name}.yaml", "overrides": extra,
                                        "wall_s": round(wall, 1), **m}
             print(label, json.dumps(res[key]["runs"][label]), flush=True)

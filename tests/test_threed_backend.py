@@ -183,3 +183,13 @@ def test_progressive_resolution_reaches_the_generator():
 
     sizes = [(0.0, 8), (0.5, 12)]
     assert [resolution_at(Progress(s, 10).fraction, sizes) for s in (0, 4, 5, 10)] == [8, 8, 12, 12]
+
+
+def test_init_std_makes_particles_start_apart():
+    from unidistill.modalities.threed.generators import Particles
+
+    torch.manual_seed(0)
+    same, apart = Particles(1, 2, resolution=4), Particles(1, 2, resolution=4, init_std=1.0)
+    assert torch.equal(same.grids.colour[0], same.grids.colour[1])
+    assert not torch.equal(apart.grids.colour[0], apart.grids.colour[1])
+    assert not torch.equal(apart.grids.density[0], apart.grids.density[1])

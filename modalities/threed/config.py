@@ -47,6 +47,7 @@ class GeneratorConfig:
     blob: float = bounded(10.0, lo=0)  # Magic3D's initial density bias strength (0: none)
     blob_radius: float = bounded(0.5, lo=0, lo_open=True)
     learn_background: bool = False  # a learned backdrop colour per particle (group `generator.background`)
+    init_std: float = bounded(0.0, lo=0)  # particles: std of the random raw density and colour at the start
     latent_dim: int = bounded(16, lo=1)  # amortised: size of z
     hidden: int = bounded(256, lo=1)  # amortised: MLP width
     coarse: int = bounded(8, lo=2)  # amortised: the MLP's grid, upsampled trilinearly to `resolution`

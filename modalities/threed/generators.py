@@ -19,10 +19,12 @@ from .views import View
 class Particles(nn.Module):
     def __init__(self, prompts: int, per_prompt: int = 8, resolution: int = 32, bound: float = 1.0,
                  n_samples: int = 64, background=(1.0, 1.0, 1.0), learn_background: bool = False,
-                 blob: float = 10.0, blob_radius: float = 0.5):
+                 blob: float = 10.0, blob_radius: float = 0.5, init_std: float = 0.0):
         super().__init__()
         self.prompts, self.per_prompt, self.bound, self.n_samples = prompts, per_prompt, bound, n_samples
-        self.grids = VoxelGrids(prompts * per_prompt, resolution, bound, blob, blob_radius)
+        self.grids = VoxelGrids(prompts * per_prompt, resolution, bound, blob, blob_radius, init_std)
+        if init_std > 0:  # distinct starting colours too, so identical particles do not follow identical paths
+            self.grids.colour.data.normal_(0.0, init_std)
         bg = torch.tensor(background, dtype=torch.float32).logit(eps=1e-4).expand(prompts * per_prompt, 3).clone()
         self.background = nn.Parameter(bg, requires_grad=learn_background)  # logits of each particle's backdrop
         self.last_opacity: Tensor | None = None

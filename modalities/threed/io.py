@@ -34,7 +34,7 @@ def generator_for(cfg: ThreeDConfig, prompts: int | None = None):
         return Amortised(prompts, g.per_prompt, g.latent_dim, g.hidden, g.coarse, g.resolution, g.bound,
                          r.n_samples, tuple(r.background), g.blob, g.blob_radius)
     return Particles(prompts, g.per_prompt, g.resolution, g.bound, r.n_samples, tuple(r.background),
-                     g.learn_background, g.blob, g.blob_radius)
+                     g.learn_background, g.blob, g.blob_radius, g.init_std)
 
 
 def sampler(cfg: ThreeDConfig) -> Sampler:
