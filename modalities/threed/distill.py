@@ -43,8 +43,8 @@ def sizes_of(cfg: ThreeDConfig) -> list[tuple[float, int]]:
     return sizes
 
 
-def teacher_of(cfg: ThreeDConfig, process, prompts: dict, n_samples: int, background) -> tuple:
-    """The exact teacher of `prompts` and its scene names; unknown scenes and empty prompts fail in one line."""
+def teacher_of(cfg: ThreeDConfig, process, prompts: dict, n_samples: int, background) -> RenderMixtureTeacher:
+    """The exact teacher of `prompts`; unknown scenes and empty prompts fail in one line."""
     try:
         names, weights = prompt_weights(prompts)
     except ValueError as e:
@@ -53,7 +53,7 @@ def teacher_of(cfg: ThreeDConfig, process, prompts: dict, n_samples: int, backgr
     teacher = RenderMixtureTeacher([scene(s) for s in names], weights, process, s0=t.s0, bound=cfg.generator.bound,
                                    n_samples=n_samples, background=tuple(background), guidance=t.guidance,
                                    convention=t.convention, janus_front=t.janus_front, view_prompts=t.view_prompts)
-    return teacher, names
+    return teacher
 
 
 def learned_teacher(cfg: ThreeDConfig, sizes) -> tuple:
@@ -106,17 +106,17 @@ def build_distill(cfg: ThreeDConfig, run_dir: Path) -> ContinuousDistillation:
         raise ConfigError(f"config key render.background must be 3 numbers in [0, 1], got {cfg.render.background}")
     if cfg.teacher.path is None:
         process = build_named(proc.PROCESSES, cfg.process, "process")
-        truth, scene_names = teacher_of(cfg, process, cfg.teacher.prompts, cfg.teacher.n_samples,
+        truth = teacher_of(cfg, process, cfg.teacher.prompts, cfg.teacher.n_samples,
                                         cfg.render.background)
         teacher, prompts = truth, cfg.teacher.prompts
     else:  # a teacher folder fixes the schedule and the image size (a 3D teacher's also its prompts)
         teacher, info = learned_teacher(cfg, sizes)
         process = teacher.process
         prompts = info["prompts"] if info is not None else cfg.teacher.prompts
-        truth = scene_names = None  # the exact mixture is the metrics' reference where the prompts name scenes
+        truth = None  # the exact mixture is the metrics' reference where the prompts name scenes
         if all(prompts.values()):
             n_samples = info["n_samples"] if info is not None else cfg.teacher.n_samples
-            truth, scene_names = teacher_of(cfg, process, prompts, n_samples, cfg.render.background)
+            truth = teacher_of(cfg, process, prompts, n_samples, cfg.render.background)
     generator = generator_for(cfg, len(prompts))
     amortised = cfg.generator.kind == "amortised"
     check_memory(cfg, sizes, prompts)
@@ -179,7 +179,7 @@ def build_distill(cfg: ThreeDConfig, run_dir: Path) -> ContinuousDistillation:
     def fake_weight(t, p):  # eps-prediction MSE: ||eps_psi - eps||^2 = (alpha / sigma)^2 ||D_psi - x0||^2
         return (p.alpha(t) / p.sigma(t)) ** 2
 
-    evaluator = Evaluator(cfg, truth, scene_names, list(prompts))
+    evaluator = Evaluator(cfg, truth, list(prompts))
     real = {"teacher": real_teacher} if not learned else {}
     parts = ContinuousParts(
         process=process, teacher=teacher, generator=generator, latents=latents, fake=fake, fake_weight=fake_weight,

@@ -38,10 +38,10 @@ def saturation(rgb: Tensor, opacity: Tensor) -> float:
 
 
 class Evaluator:
-    def __init__(self, cfg, teacher, scene_names: list[str], prompts: list[str]):
+    def __init__(self, cfg, teacher, prompts: list[str]):
         """`teacher`: the exact mixture over the prompts' scenes (the reference, whatever teacher is distilled), or
         None where the prompts name no scenes."""
-        self.cfg, self.teacher, self.scene_names, self.prompts = cfg, teacher, scene_names, prompts
+        self.cfg, self.teacher, self.prompts = cfg, teacher, prompts
         e, c = cfg.eval, cfg.cameras
         az = torch.tensor([360.0 * (k + 0.5) / e.views for k in range(e.views)] * len(e.elevations))
         el = torch.tensor([v for v in e.elevations for _ in range(e.views)], dtype=torch.float32)
