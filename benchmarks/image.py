@@ -58,7 +58,7 @@ OVERRIDES = {  # benchmark name -> config overrides (its run directory gets the 
 
 
 def score(x: torch.Tensor, c: torch.Tensor) -> dict:
-    from unidistill.modalities.image.evaluate import shipped_evaluator
+    from unidistill.modalities.shared.digits_eval import shipped_evaluator
 
     ev = shipped_evaluator()
     out = ev(x, c)
@@ -167,7 +167,7 @@ def main() -> None:
     if args.retable:
         replace_section("image", table(old))
         return
-    from unidistill.modalities.image.evaluate import real_floor
+    from unidistill.modalities.shared.digits_eval import real_floor
 
     torch.set_num_threads(max(1, 2 // args.jobs))
     names = [n for n in args.methods.split(",") if n] if args.methods is not None else list(METHODS)

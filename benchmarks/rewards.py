@@ -242,8 +242,8 @@ def digits_score(run: Path) -> dict:
     """digits-FID (1000 samples, classes cycling), class accuracy, mean log p(class | x), the loop rate."""
     from unidistill.engine import checkpoint as ckpt
     from unidistill.engine.cli import load_run_config
-    from unidistill.modalities.image.evaluate import shipped_evaluator
     from unidistill.modalities.image.rewards import has_loop
+    from unidistill.modalities.shared.digits_eval import shipped_evaluator
     from unidistill.modalities.shared.student import draw_student
 
     loaded = load_run_config(run / "config.yaml")

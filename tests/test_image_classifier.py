@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from unidistill.modalities.image.classifier import accuracy, load_classifier, save_classifier
-from unidistill.modalities.image.digits import load_digits
-from unidistill.modalities.image.evaluate import DigitsEvaluator
+from unidistill.modalities.shared.digits import load_digits
+from unidistill.modalities.shared.digits_classifier import accuracy, load_classifier, save_classifier
+from unidistill.modalities.shared.digits_eval import DigitsEvaluator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +36,7 @@ def test_shipped_classifier_is_frozen_and_accurate(clf):
 def test_missing_weights_name_the_training_command(tmp_path):
     """A missing weights file raises FileNotFoundError naming the path and the command that makes it."""
     path = tmp_path / "absent.safetensors"
-    with pytest.raises(FileNotFoundError, match="unidistill.modalities.image.classifier") as err:
+    with pytest.raises(FileNotFoundError, match="unidistill.modalities.shared.digits_classifier") as err:
         load_classifier(path)
     assert str(path) in str(err.value)
 

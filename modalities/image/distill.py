@@ -11,6 +11,7 @@ from unidistill.engine.config import ConfigError
 from unidistill.engine.distill import ContinuousDistillation, ContinuousParts, build_continuous, edm_weight
 from unidistill.engine.objective import Outputs, sample_path
 from unidistill.engine.registry import Registry
+from unidistill.modalities.shared.pictures import save_grid
 from unidistill.modalities.shared.sampling import sample_teacher
 from unidistill.modalities.shared.student import draw_student, make_student, trainable_copy
 from unidistill.modalities.shared.teacher import Teacher
@@ -18,7 +19,6 @@ from unidistill.modalities.shared.teacher import Teacher
 from .config import ImageConfig
 from .io import is_digits, load_image_teacher, save_student
 from .nets import ImageDiscriminator
-from .pictures import save_grid
 from .rewards import classifier_log_prob, contrast, loop
 
 
@@ -52,7 +52,7 @@ def build_distill(cfg: ImageConfig, run_dir: Path) -> ContinuousDistillation:
     def evaluate(g):
         if not is_digits(teacher):
             return {}
-        from .evaluate import shipped_evaluator
+        from unidistill.modalities.shared.digits_eval import shipped_evaluator
 
         return shipped_evaluator()(*draw_student(g, cfg.eval.n_samples, shape, n_conds))
 
@@ -85,7 +85,7 @@ def _rewards(teacher: Teacher) -> Registry:
 
 def _digits_source():
     """The digits train split as the real side, classes as conditions."""
-    from .digits import load_digits
+    from unidistill.modalities.shared.digits import load_digits
 
     x, y = load_digits("train")
 

@@ -11,7 +11,7 @@ from torch import Tensor
 
 def classifier_log_prob() -> Callable[[Tensor, Tensor], Tensor]:
     """log p(c | x0) under the shipped digits classifier: sharper, more legible digits of the prompted class."""
-    from .classifier import load_classifier
+    from unidistill.modalities.shared.digits_classifier import load_classifier
 
     clf = load_classifier()
 

@@ -15,10 +15,10 @@ from unidistill.engine.distill import edm_weight
 from unidistill.engine.objective import Outputs, sample_path
 from unidistill.engine.teach import DenoisingObjective, prediction_weight
 from unidistill.modalities.shared.denoiser import DiffusersDenoiser, Parameterisation
+from unidistill.modalities.shared.digits import load_digits
 from unidistill.modalities.shared.folders import write_network_folder
 
 from .config import TeachConfig
-from .digits import load_digits
 
 
 def load_images(data: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -72,9 +72,8 @@ def build_teacher_network(cfg: TeachConfig, images: torch.Tensor, labels: torch.
 
 
 def build_teach(cfg: TeachConfig, out_dir: Path) -> DenoisingObjective:
+    from unidistill.modalities.shared.pictures import save_grid
     from unidistill.modalities.shared.sampling import sample_teacher
-
-    from .pictures import save_grid
 
     images, labels = load_images(cfg.data)
     den = build_teacher_network(cfg, images, labels)
@@ -96,7 +95,7 @@ def build_teach(cfg: TeachConfig, out_dir: Path) -> DenoisingObjective:
                                   generator=torch.Generator().manual_seed(seed)), cond
 
     def evaluate(den_):
-        from .evaluate import shipped_evaluator
+        from unidistill.modalities.shared.digits_eval import shipped_evaluator
 
         if cfg.data != "digits":
             return {}

@@ -1,8 +1,8 @@
 """A small CNN classifier for the 8x8 digits, trained locally on the train split only (no download).
 
-Its 128-d penultimate features define digits-FID (see `evaluate.py`) and its log p(class | x) is the
+Its 128-d penultimate features define digits-FID (see `digits_eval.py`) and its log p(class | x) is the
 differentiable reward of DI++ / DI*. Retrain and overwrite the shipped weights with
-`python -m unidistill.modalities.image.classifier`.
+`python -m unidistill.modalities.shared.digits_classifier`.
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def load_classifier(path: str | Path | None = None) -> DigitsClassifier:
 
     path = Path(path) if path is not None else WEIGHTS
     if not path.exists():
-        cmd = "python -m unidistill.modalities.image.classifier"
+        cmd = "python -m unidistill.modalities.shared.digits_classifier"
         raise FileNotFoundError(f"no digits classifier at {path}; train it with `{cmd}`")
     clf = DigitsClassifier()
     clf.load_state_dict(load_file(str(path)))

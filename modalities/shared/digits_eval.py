@@ -11,8 +11,8 @@ from torch import Tensor
 
 from unidistill.engine.metrics import frechet_distance, frechet_from_stats, sample_stats
 
-from .classifier import DigitsClassifier, load_classifier
 from .digits import load_digits
+from .digits_classifier import DigitsClassifier, load_classifier
 
 SHAPE = (1, 8, 8)
 
