@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny teacher fixtures
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from example_commands import command_of  # noqa: E402
+
 RESULT = ROOT / "benchmarks" / "results" / "golden.json"
 EXAMPLES = sorted((ROOT / "examples").rglob("*.yaml"))
 COMMON = ["train.steps=3", "train.batch_size=16", "train.progress=false", "train.checkpoint_every=2",
@@ -41,7 +43,7 @@ def overrides(path: Path, fixtures: dict[str, Path]) -> list[str]:
     import yaml
 
     data = yaml.safe_load(path.read_text())
-    modality, teach = data.get("modality"), "network" in data
+    modality, teach = data.get("modality"), command_of(path) == "teach"
     extra: list[str] = []
     if modality == "image" and teach:
         extra = ["eval.n_samples=20", "eval.steps=2"]
@@ -70,6 +72,10 @@ def overrides(path: Path, fixtures: dict[str, Path]) -> list[str]:
         path_ = (data.get("teacher") or {}).get("path")
         if path_ not in (None, "shipped") and not Path(path_).is_dir():  # Stable Diffusion: the tiny stand-in
             extra += [f"teacher.path={fixtures['sd']}", "render.sizes=[[0.0,16]]"]
+    elif modality == "mar" and teach:
+        extra = ["eval.n_samples=20", "eval.steps=2"]
+    elif modality == "mar":
+        extra = ["eval.n_samples=20"]
     return COMMON + extra
 
 
@@ -113,13 +119,12 @@ def fingerprint(run: Path) -> dict[str, str]:
 
 
 def run_one(path: Path, fixtures: dict[str, Path], work: Path) -> dict:
-    import yaml
 
     from unidistill.engine.cli import main
 
     out = work / path.stem
     shutil.rmtree(out, ignore_errors=True)
-    command = "teach" if "network" in yaml.safe_load(path.read_text()) else "distill"
+    command = command_of(path)
     args = [command, str(path), "--out", str(out)]
     for o in overrides(path, fixtures):
         args += ["--set", o]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from example_commands import command_of
 
 from unidistill.engine.backend import Backend, backend_names, get_backend
 from unidistill.engine.cli import main
@@ -23,7 +24,7 @@ FOLDERS = {"3d": "threed"}  # a package name cannot start with a digit
 
 
 def test_the_shipped_backends_are_entry_points():
-    assert backend_names() == ["3d", "image", "pde", "text", "toy_gmm", "toy_markov"]
+    assert backend_names() == ["3d", "image", "mar", "pde", "text", "toy_gmm", "toy_markov"]
     for name in backend_names():
         b = get_backend(name)
         assert isinstance(b, Backend) and b.family in ("continuous", "discrete")
@@ -37,9 +38,9 @@ def test_validating_a_config_imports_no_other_backend_and_not_torch():
 import sys, json
 from unidistill.engine.cli import load_run_config
 out = {{}}
-for path in {[str(p) for p in EXAMPLES]!r}:
+for path, command in {[(str(p), command_of(p)) for p in EXAMPLES]!r}:
     before = set(sys.modules)
-    run = load_run_config(path, command="teach" if "network" in open(path).read() else "distill")
+    run = load_run_config(path, command=command)
     new = set(sys.modules) - before
     out[path] = [run.modality, sorted(m for m in new if m.startswith("unidistill.modalities.")),
                  sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r}))]
@@ -77,7 +78,8 @@ def test_a_missing_extra_is_named_in_one_line(monkeypatch, tmp_path, capsys):
 def test_a_backend_outside_the_package_and_bad_names(tmp_path):
     b = get_backend("backends.gauss1d.backend:Gauss1DBackend")
     assert type(b).__name__ == "Gauss1DBackend"
-    with pytest.raises(ConfigError, match="unknown modality 'images3d'; choose one of: 3d, image, pde, text, toy_gmm"):
+    with pytest.raises(ConfigError,
+                       match="unknown modality 'images3d'; choose one of: 3d, image, mar, pde, text, toy_gmm"):
         get_backend("images3d")
     with pytest.raises(ConfigError, match="'json:dumps' is not a unidistill Backend"):
         get_backend("json:dumps")

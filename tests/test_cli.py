@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from example_commands import command_of
 
 from unidistill.engine.cli import main
 
@@ -20,8 +21,9 @@ FAST = ["train.steps=3", "train.batch_size=16", "train.progress=false", "train.c
 
 def fast_overrides(path: Path, tiny_teachers: dict[str, Path] | None = None) -> list[str]:
     data = yaml.safe_load(path.read_text())
+    teach = command_of(path) == "teach"
     extra = []
-    if data.get("modality") == "image" and "network" in data:  # a teacher config: tiny network
+    if data.get("modality") == "image" and teach:  # a teacher config: tiny network
         extra = ["network.block_out_channels=[8, 16]", "network.norm_num_groups=4", "eval.n_samples=20",
                  "eval.steps=2"]
     elif data.get("modality") == "image":  # a student config: the shipped teacher swapped for a tiny one
@@ -33,7 +35,7 @@ def fast_overrides(path: Path, tiny_teachers: dict[str, Path] | None = None) -> 
             extra.append("distill.discriminator.hidden=16")
     if data.get("modality") == "toy_markov":
         extra = ["warm_start_steps=2", "hidden=16"]
-    if data.get("modality") == "text" and "network" in data:  # a text teacher or judge: tiny network
+    if data.get("modality") == "text" and teach:  # a text teacher or judge: tiny network
         extra = ["length=16", "eval.n_samples=4", "eval.steps=4", "eval.held_out_blocks=8", "eval.judge=none"]
         judge = data.get("kind") == "judge"
         extra += ["network.n_embd=32", "network.n_layer=1", "network.n_head=2"] if judge else \
@@ -41,14 +43,14 @@ def fast_overrides(path: Path, tiny_teachers: dict[str, Path] | None = None) -> 
     elif data.get("modality") == "text":
         extra = [f"teacher={tiny_teachers['text']}", f"eval.judge={tiny_teachers['judge']}", "teacher_pool=16",
                  "teacher_pool_steps=4", "eval.n_samples=4", "eval.steps=[4]"]
-    if data.get("modality") == "pde" and "network" in data:  # a PDE teacher: tiny data and network
+    if data.get("modality") == "pde" and teach:  # a PDE teacher: tiny data and network
         pde = Path(data["data"]).name.rstrip("0123456789")
         extra = [f"data={tiny_teachers['pde_' + pde].parent / 'data'}", "network.sample_size=16",
                  "network.block_out_channels=[8, 16, 16]", "network.norm_num_groups=4", "eval.n_samples=4",
                  "eval.steps=2"]
     elif data.get("modality") == "pde":
         extra = [f"teacher={tiny_teachers['pde_' + data['teacher']]}", "eval.n_samples=4"]
-    if data.get("modality") == "3d" and "network" in data:  # the 3D teacher: tiny network and renders
+    if data.get("modality") == "3d" and teach:  # the 3D teacher: tiny network and renders
         extra = ["network.sample_size=8", "network.block_out_channels=[8, 16, 16]", "network.norm_num_groups=4",
                  "network.attention_head_dim=4", "n_samples=8", "eval.n_samples=2", "eval.steps=2"]
     elif data.get("modality") == "3d":
@@ -58,6 +60,12 @@ def fast_overrides(path: Path, tiny_teachers: dict[str, Path] | None = None) -> 
                  "render.n_samples=8", "generator.resolution=8", "generator.per_prompt=2", "teacher.n_samples=8"]
         if path is not None:
             extra.append(f"teacher.path={tiny_teachers['3d_sd' if path != 'shipped' else '3d']}")
+    if data.get("modality") == "mar" and teach:  # the MAR teacher: tiny transformer and head
+        extra = ["transformer.width=16", "transformer.depth=1", "transformer.decoder_depth=1", "transformer.heads=2",
+                 "transformer.buffer=2", "head.width=16", "head.depth=1", "eval.n_samples=10", "eval.iters=2",
+                 "eval.steps=2"]
+    elif data.get("modality") == "mar":
+        extra = [f"teacher.path={tiny_teachers['mar']}", "generator.iters=2", "eval.n_samples=10", "eval.iters=2"]
     return FAST + extra
 
 
@@ -69,17 +77,20 @@ def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
     from text_fixtures import tiny_judge, tiny_mdlm
     from threed_fixtures import tiny_threed_teacher
 
+    from unidistill.modalities.mar.io import tiny_teacher as tiny_mar_teacher
+
     root = tmp_path_factory.mktemp("teachers")
     return {"digits": tiny_digits_teacher(root / "edm"), "digits_flow": tiny_digits_teacher(root / "flow", FLOW),
             "/path/to/stable-diffusion-v1-5": tiny_sd_teacher(root / "sd"),
             "text": tiny_mdlm(root / "mdlm"), "judge": tiny_judge(root / "judge"),
             **{f"pde_{p}": tiny_pde_teacher(root / p, p) for p in ("darcy", "poisson")},
-            "3d": tiny_threed_teacher(root / "3d"), "3d_sd": tiny_sd_teacher(root / "3d_sd")}
+            "3d": tiny_threed_teacher(root / "3d"), "3d_sd": tiny_sd_teacher(root / "3d_sd"),
+            "mar": tiny_mar_teacher(root / "mar")}
 
 
 @pytest.mark.parametrize("config", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
-    teach = "network" in yaml.safe_load(config.read_text())
+    teach = command_of(config) == "teach"
     args = ["teach" if teach else "distill", str(config), "--out", str(tmp_path)]
     for o in fast_overrides(config, tiny_teachers):
         args += ["--set", o]
@@ -107,6 +118,12 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
         from unidistill.modalities.threed.learned import load_teacher as load_3d
 
         assert load_3d(tmp_path / "teacher")[0].size == 8
+        return
+    if teach and modality == "mar":  # a MAR folder: mar.json + model.safetensors, and a grid of its samples
+        from unidistill.modalities.mar.model import load_mar
+
+        assert load_mar(tmp_path / "teacher")[0].length == 16
+        assert list((tmp_path / "samples").glob("*.png"))
         return
     if teach:  # a teacher run exports a diffusers folder that loads as a teacher
         from unidistill.modalities.shared.teacher import load_teacher
@@ -136,6 +153,8 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
             assert pipe(prompt="a cat", num_images=2).shape == (2, 16, 16, 3)  # decoded through the VAE
         else:
             assert pipe(num_images=3).shape == (3, 8, 8, 1)
+    if modality == "mar":  # a grid and the unmasking order of the student's samples
+        assert list((tmp_path / "samples").glob("*_unmasking.png"))
     if modality == "3d":  # the scenes: grids, and a turntable per particle
         assert (tmp_path / "scenes" / "particles.safetensors").is_file()
         assert len(list((tmp_path / "scenes").glob("*_turntable.gif"))) >= 2  # two particles per prompt

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from example_commands import command_of
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -37,7 +38,7 @@ def blocks(doc: Path) -> list[tuple[str | None, str, str, str]]:
 
 def overrides(config: Path) -> list[str]:
     data = yaml.safe_load(config.read_text())
-    modality, teach = data.get("modality"), "network" in data
+    modality, teach = data.get("modality"), command_of(config) == "teach"
     extra = {("image", False): ["eval.n_samples=20", "real_pool=16"],
              ("image", True): ["eval.n_samples=20", "eval.steps=2"],
              ("text", False): ["teacher_pool=16", "teacher_pool_steps=4", "eval.n_samples=4", "eval.steps=[4]"],
@@ -45,6 +46,7 @@ def overrides(config: Path) -> list[str]:
              ("pde", False): ["eval.n_samples=4"], ("pde", True): ["eval.n_samples=2", "eval.steps=2"],
              ("3d", False): ["eval.turntable=2", "eval.views=2", "generator.per_prompt=2"],
              ("3d", True): ["eval.n_samples=2", "eval.steps=2"],
+             ("mar", False): ["eval.n_samples=20"], ("mar", True): ["eval.n_samples=20", "eval.steps=2"],
              }.get((modality, teach), ["eval.n_samples=200"] if modality == "toy_gmm" else [])
     return [a for o in FAST + extra for a in ("--set", o)]
 

@@ -1,0 +1,304 @@
+"""MAR on the digits: the shipped teacher against MARVAL one-step heads, the DD-style baseline and MARVAL-RL, with
+the wall time split between transformer and head, and the exact kernel-mixture teacher as the reference.
+
+Sections (each writes its part of benchmarks/results/mar.json; the table in docs/results.md is rebuilt from it):
+
+    python benchmarks/mar.py --only teacher    # the teacher at T = 100/50/25/10 head steps x K = 4/8/16, guidance
+    python benchmarks/mar.py --only students   # trains MARVAL, DD, MARVAL-RL (examples/mar/) and evaluates them
+    python benchmarks/mar.py --only exact      # one-step heads on the exact teacher, per context, at CFG 1, 2, 3
+    python benchmarks/mar.py --only timing     # teacher's best setting vs MARVAL, alternately, batch 1000 and 1
+    python benchmarks/mar.py --retable         # docs/results.md from the saved json
+
+All figures use 1000 samples (100 per class) and seed 0; times are wall seconds on this machine's CPU threads.
+K = 64 of the issue is impossible here: 2x2 patches of 8x8 digits give 16 tokens, so K <= 16.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import read_result, replace_section, write_result  # noqa: E402
+
+from unidistill.engine import checkpoint as ckpt  # noqa: E402
+from unidistill.engine.cli import _load_weights, load_run_config  # noqa: E402
+from unidistill.engine.metrics import energy_distance  # noqa: E402
+from unidistill.modalities.mar.evaluate import balanced_labels, image_metrics, timed  # noqa: E402
+from unidistill.modalities.mar.model import Cond, load_mar  # noqa: E402
+from unidistill.modalities.mar.sampler import gather_tokens, sample_mar, unmask  # noqa: E402
+from unidistill.modalities.mar.schedule import random_orders  # noqa: E402
+
+EXAMPLES = ROOT / "examples" / "mar"
+RUNS = ROOT / "runs" / "bench_mar"
+N = 1000
+HEAD_STEPS = (100, 50, 25, 10)
+ITERS = (4, 8, 16)
+GUIDANCE = (1.0, 1.5)  # the teacher's grid; its FID is flat from 1 to 1.5 and rises above (2.0: 1.85, 3.0: 2.04)
+UNI = str(Path(sys.executable).parent / "unidistill")
+# (label, example, overrides, start from): trained in this order, one at a time
+STUDENTS = [("MARVAL (GSIM, 1 head step)", "marval", [], None),
+            ("DD-style baseline (1 head step)", "dd", [], None),
+            ("MARVAL-RL (from MARVAL)", "marval_rl", [], "marval")]
+
+
+def teacher_row(model, iters: int, steps: int, guidance: float, temperature: float = 1.0) -> dict:
+    labels = balanced_labels(N)
+    g = torch.Generator().manual_seed(0)
+    tokens, timing = timed(lambda w: sample_mar(model, labels, iters, steps, guidance, "linear", temperature,
+                                                generator=g, watch=w), N)
+    return {"iters": iters, "steps": steps, "guidance": guidance, **image_metrics(tokens, labels, model.patch),
+            **timing}
+
+
+def exact_rows(model, s0: float) -> list[dict]:
+    """The exact teacher's own samplers: the joint (an example of the class plus s0 noise) and the K-step sampler
+    that draws each iteration's tokens independently from their exact conditionals."""
+    from unidistill.modalities.mar.exact import KernelMixture
+    from unidistill.modalities.mar.teach import digits_tokens
+
+    exact = KernelMixture(*digits_tokens(model.patch), s0, model.process)
+    labels = balanced_labels(N)
+    g = torch.Generator().manual_seed(0)
+    rows = [{"iters": "joint", **image_metrics(exact.joint(labels, g), labels, model.patch)}]
+    for k in ITERS:
+        order = random_orders(N, model.length, g)
+
+        def predict(tokens, visible, idx, _k):
+            seen = visible[:, None, :].expand(-1, model.length, -1)
+            cond = Cond(None, None, torch.ones(N, model.length), tokens, seen, labels)
+            return gather_tokens(exact.sample(cond, g), idx)
+
+        start = time.perf_counter()
+        tokens = unmask(order, k, model.token_dim, predict)
+        rows.append({"iters": k, **image_metrics(tokens, labels, model.patch),
+                     "seconds_per_image": (time.perf_counter() - start) / N})
+    return rows
+
+
+def train(example: str, out: Path, extra: list[str]) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [UNI, "distill", str(EXAMPLES / f"{example}.yaml"), "--out", str(out)]
+    for s in ["train.threads=2", "train.progress=false", *extra]:
+        cmd += ["--set", s]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return time.perf_counter() - start
+
+
+def load_student(run: Path):
+    from unidistill.modalities.mar.io import sampler
+
+    cfg = load_run_config(run / "config.yaml")
+    tensors, _ = ckpt.load_latest(run / "checkpoints", resumable=False)
+    gen = sampler(cfg.cfg).generator
+    _load_weights(gen, tensors, "ema.", "generator")
+    return gen.eval().requires_grad_(False), cfg.cfg
+
+
+def student_row(gen, iters: int, patch: int) -> dict:
+    from unidistill.modalities.mar.distill import classifier_reward
+    from unidistill.modalities.mar.io import draw_student
+
+    labels = balanced_labels(N)
+    with torch.no_grad():
+        tokens, timing = timed(lambda w: draw_student(gen, labels, iters, 0, w), N)
+        reward = classifier_reward()(tokens, Cond(None, None, None, None, None, labels)).mean().item()
+    return {"iters": iters, **image_metrics(tokens, labels, patch), "classifier_log_prob": reward, **timing}
+
+
+def exact_draws(exact, model, cond: Cond, z, i: int, g) -> torch.Tensor:
+    """Draws of token i from its exact conditional (guidance 1), or from the exact guided score by a 200-step
+    reverse chain (guidance > 1: the guided density has no sampler of its own)."""
+    from unidistill.modalities.mar.sampler import reverse_chain
+
+    draws = cond.tokens.shape[0]
+    guidance = float(cond.scale[0, 0])
+    if guidance == 1.0:
+        return exact.sample(cond, g)[:, i]
+    guided = Cond(z, z, cond.scale, cond.tokens, cond.visible, cond.labels)
+
+    def eps_fn(xt, tt):
+        xs = torch.zeros(draws, model.length, model.token_dim)
+        xs[:, i] = xt
+        d = exact(xs, tt[:, None].expand(-1, model.length), guided)[:, i]
+        return (xt - model.process.alpha(tt)[:, None] * d) / model.process.sigma(tt)[:, None]
+
+    return reverse_chain(eps_fn, torch.randn(draws, model.token_dim, generator=g), model.process, 200, generator=g)
+
+
+def shares(samples: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+    """Share of samples nearest to each mixture component."""
+    near = torch.cdist(samples, members).argmin(1)
+    return torch.bincount(near, minlength=len(members)).float() / len(samples)
+
+
+def per_context(gen, cfg, model, contexts: int = 8, draws: int = 2000) -> dict:
+    """For fixed contexts (a held-out digit with 8 of its 16 tokens visible, one masked token to predict): the
+    student's one-step draws against exact draws of the (guided) conditional: energy distance next to the floor
+    (two independent exact draws), and the total-variation distance between the shares of mixture components
+    (nearest class member) of the student's draws and the exact weights, next to that of exact draws."""
+    from unidistill.modalities.mar.exact import KernelMixture
+    from unidistill.modalities.mar.teach import digits_tokens
+
+    t = cfg.teacher
+    exact = KernelMixture(*digits_tokens(model.patch), t.s0, model.process)
+    held, held_y = digits_tokens(model.patch, "held_out")
+    g = torch.Generator().manual_seed(0)
+    out = {"energy": [], "energy_floor": [], "tv": [], "tv_floor": []}
+    for c in range(contexts):
+        x, y = held[c:c + 1].expand(draws, -1, -1).clone(), held_y[c:c + 1].expand(draws)
+        order = random_orders(1, model.length, g).expand(draws, -1)
+        i = int(order[0, 8])  # the token to predict; the first 8 of the order are visible
+        seen = torch.zeros(draws, model.length, dtype=torch.bool)
+        seen[:, order[0, :8]] = True
+        visible = seen[:, None, :].expand(-1, model.length, -1)
+        cond = Cond(None, None, torch.full((draws, model.length), float(t.guidance)), x, visible, y)
+        with torch.no_grad():
+            z = model.transformer(x, seen, y, drop=torch.zeros(draws, dtype=torch.bool))
+        with torch.no_grad():
+            zi = z[:, i]
+            student = gen.head_map(torch.randn(draws, model.token_dim, generator=g), zi)
+
+            ref, ref2 = (exact_draws(exact, model, cond, z, i, g) for _ in range(2))
+        members = exact.data[exact.labels == y[0]][:, i]  # (N_y, d)
+        weights = torch.softmax(exact.log_weights(cond, True)[0, i][exact.labels == y[0]], 0)
+
+        out["energy"].append(energy_distance(student, ref))
+        out["energy_floor"].append(energy_distance(ref2, ref))
+        out["tv"].append(0.5 * (shares(student, members) - weights).abs().sum().item())
+        out["tv_floor"].append(0.5 * (shares(ref, members) - weights).abs().sum().item())
+    return {k: statistics.mean(v) for k, v in out.items()}
+
+
+def table(r: dict) -> str:
+    lines = []
+    t = r.get("teacher")
+    if t:
+        lines += [f"Teacher (`modalities/mar/weights/digits_mar`), guidance w on MAR's linear schedule, {N} samples in "
+                  f"one batch; {N} training digits score {t['floor']:.2f} against the held-out ones (the floor).", "",
+                  "| w | K | T | digits-FID | class acc. | s / image | transformer s | head s | transformer NFE | "
+                  "head NFE / image |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in t["rows"]:
+            lines.append(f"| {row['guidance']:g} | {row['iters']} | {row['steps']} | {row['digits_fid']:.2f} | "
+                         f"{row['class_accuracy']:.3f} | "
+                         f"{row['seconds_per_image'] * 1e3:.2f} ms | {row['transformer_s_per_image'] * 1e3:.2f} ms | "
+                         f"{row['head_s_per_image'] * 1e3:.2f} ms | {row['transformer_nfe']} | "
+                         f"{row['head_nfe']:.0f} |")
+        lines += ["", "Exact kernel-mixture teacher's samplers (s0 = " + str(t["s0"]) + "):", "",
+                  "| sampler | digits-FID | class acc. |", "|---|---|---|"]
+        for row in t["exact"]:
+            name = "joint (a digit plus s0 noise)" if row["iters"] == "joint" else f"K = {row['iters']} iterations"
+            lines.append(f"| {name} | {row['digits_fid']:.2f} | {row['class_accuracy']:.3f} |")
+    s = r.get("students")
+    if s:
+        lines += ["", "| student | K | digits-FID | class acc. | log p(class) | s / image | transformer NFE | "
+                  "head NFE / image | training |", "|---|---|---|---|---|---|---|---|---|"]
+        for st in s:
+            for row in st["rows"]:
+                lines.append(f"| {st['label']} | {row['iters']} | {row['digits_fid']:.2f} | "
+                             f"{row['class_accuracy']:.3f} | {row['classifier_log_prob']:.3f} | "
+                             f"{row['seconds_per_image'] * 1e3:.2f} ms | {row['transformer_nfe']} | "
+                             f"{row['head_nfe']:.0f} | {st['steps']} steps, {st['train_seconds'] / 60:.1f} min |")
+    tm = r.get("timing")
+    if tm:
+        lines += ["", f"End-to-end time per image, measured alternately ({tm['repeats']} rounds, median): "
+                  f"teacher at its best setting (K = {tm['teacher']['iters']}, T = {tm['teacher']['steps']}) "
+                  f"vs MARVAL at K = {tm['student_iters']}.", "",
+                  "| batch | teacher | MARVAL | speed-up |", "|---|---|---|---|"]
+        for row in tm["rows"]:
+            lines.append(f"| {row['batch']} | {row['teacher_s'] * 1e3:.2f} ms | {row['student_s'] * 1e3:.3f} ms | "
+                         f"{row['teacher_s'] / row['student_s']:.1f}x |")
+    e = r.get("exact")
+    if e:
+        lines += ["", "One-step heads distilled from the exact teacher, per context (8 held-out contexts with 8 of 16 "
+                  "tokens visible, 2000 draws of one masked token): energy distance and the total-variation distance "
+                  "of recovered component shares, each next to exact draws' own.", "",
+                  "| CFG | energy | energy floor | component TV | TV of exact draws |", "|---|---|---|---|---|"]
+        for row in e:
+            lines.append(f"| {row['guidance']} | {row['energy']:.4f} | {row['energy_floor']:.4f} | {row['tv']:.3f} | "
+                         f"{row['tv_floor']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", choices=["teacher", "students", "exact", "timing"], action="append")
+    p.add_argument("--retable", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    r = read_result("mar")
+    r.pop("machine", None)
+    parts = args.only or ([] if args.retable else ["teacher", "students", "exact", "timing"])
+    model, _ = load_mar("shipped")
+    if "teacher" in parts:
+        from unidistill.modalities.shared.digits_eval import real_floor
+
+        rows = []
+        for w in GUIDANCE:
+            for k in ITERS:
+                for t in HEAD_STEPS:
+                    rows.append(teacher_row(model, k, t, w))
+                    print(rows[-1], flush=True)
+        r["teacher"] = {"rows": rows, "s0": 0.15, "exact": exact_rows(model, 0.15),
+                        "floor": real_floor(N)[f"fid_train{N}_vs_held_out"]}
+        write_result("mar", r)
+    if "students" in parts:
+        r["students"] = []
+        for label, example, extra, start in STUDENTS:
+            out = RUNS / example
+            sets = list(extra) + ([f"train.init_from={RUNS / start}"] if start else [])
+            seconds = train(example, out, sets)
+            gen, cfg = load_student(out)
+            rows = [student_row(gen, k, model.patch) for k in ITERS]
+            r["students"].append({"label": label, "example": example, "steps": load_run_config(
+                out / "config.yaml").train.steps, "train_seconds": seconds, "rows": rows})
+            print(r["students"][-1], flush=True)
+            write_result("mar", r)
+    if "exact" in parts:
+        r["exact"] = []
+        for w in (1.0, 2.0, 3.0):
+            out = RUNS / f"exact_cfg{w:g}"
+            train("marval_exact", out, [f"teacher.guidance={w}"])
+            gen, cfg = load_student(out)
+            r["exact"].append({"guidance": w, **per_context(gen, cfg, model)})
+            print(r["exact"][-1], flush=True)
+            write_result("mar", r)
+    if "timing" in parts:
+        best = min(r["teacher"]["rows"], key=lambda row: row["digits_fid"])
+        gen, _ = load_student(RUNS / "marval")
+        k_student = 8
+        rows = []
+        for batch in (N, 1):
+            labels = balanced_labels(batch)
+            times = {"teacher": [], "student": []}
+            for _ in range(3):
+                g = torch.Generator().manual_seed(0)
+                start = time.perf_counter()
+                sample_mar(model, labels, best["iters"], best["steps"], best["guidance"], generator=g)
+                times["teacher"].append((time.perf_counter() - start) / batch)
+                from unidistill.modalities.mar.io import draw_student
+
+                start = time.perf_counter()
+                with torch.no_grad():
+                    draw_student(gen, labels, k_student, 0)
+                times["student"].append((time.perf_counter() - start) / batch)
+            rows.append({"batch": batch, "teacher_s": statistics.median(times["teacher"]),
+                         "student_s": statistics.median(times["student"])})
+        r["timing"] = {"repeats": 3, "teacher": {k: best[k] for k in ("iters", "steps", "guidance")},
+                       "student_iters": k_student, "rows": rows}
+        write_result("mar", r)
+    text = table(r)
+    replace_section("mar", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
