@@ -19,7 +19,7 @@ import yaml
 from unidistill.engine.cli import main
 from unidistill.modalities.mar.generators import Latent, OneStepMAR
 from unidistill.modalities.mar.io import tiny_teacher
-from unidistill.modalities.mar.model import Cond, FakeHead, HeadTeacher, Teacher, load_mar
+from unidistill.modalities.mar.model import MAR, Cond, FakeHead, HeadTeacher, Teacher, load_mar, save_mar
 from unidistill.modalities.mar.sampler import sample_mar
 from unidistill.modalities.mar.schedule import guidance_scales, masked_after, random_orders, step_of_token
 
@@ -147,6 +147,11 @@ def test_dd_baseline_and_rl_run(folder, tmp_path):
     ("teacher.cfg_schedule=cosine", "teacher.cfg_schedule"),
     ("baseline.name=dd", "config key baseline: 'dd' regresses the teacher's DDIM output on its own"),
     ("distill.divergence.name=fdiv", "distill.divergence"),
+    # an empty list would make the student return its noise
+    ("generator.sigmas=[]", "config key generator.sigmas: head sigmas must hold at least one value"),
+    # sim holds each token's context fixed; a gradient through the context would be inconsistent with it
+    ("generator.context_grad=true", "config key generator.context_grad: 'sim' matches each token"),
+    ("eval.guidance=2.0", "eval.guidance"),  # students sample without guidance: the key does not exist
 ])
 def test_bad_distill_input_fails_in_one_line_before_training(folder, override, expected, tmp_path, capsys):
     cfg = write(tmp_path, distill_cfg(folder))
@@ -168,6 +173,12 @@ def test_teacher_folders_that_do_not_fit_fail_in_one_line(folder, tmp_path, caps
     assert "4 tokens (4x4 patches); choose 1 .. 4" in err, err
     assert main(["distill", write(tmp_path, distill_cfg(p4, generator={"iters": 4}, train={"steps": 1}), "ok.yaml"),
                  "--out", str(tmp_path / "c")]) == 0
+    big = tmp_path / "big"  # a MAR folder of 16x16 images: not what the digits evaluator and reward read
+    save_mar(MAR(16, 1, 4, 10, {"width": 16, "depth": 1, "decoder_depth": 1, "heads": 2, "buffer": 2},
+                 {"width": 16, "depth": 1}), big)
+    err = one_line_error(["distill", write(tmp_path, distill_cfg(big, generator={"iters": 4}), "big.yaml"),
+                          "--out", str(tmp_path / "d")], capsys)
+    assert "config key teacher.path: the teacher makes 16x16 images of 1 channels in 10 classes" in err, err
 
 
 @pytest.mark.parametrize("override,expected", [

@@ -73,6 +73,12 @@ class BaselineConfig:
     steps: int = bounded(50, lo=1)  # DDIM steps of the regression target
 
 
+@dataclass
+class StudentEval:
+    n_samples: int = bounded(1000, lo=2)  # samples (classes in turn) for digits-FID and class accuracy
+    iters: int = bounded(8, lo=1)  # K unmasking iterations of the student at evaluation and `unidistill sample`
+
+
 def _recipe() -> ContinuousRecipe:
     return ContinuousRecipe(divergence={"name": "sim"}, time_sampler={"name": "uniform"},
                             aux_time_sampler={"name": "uniform"})
@@ -86,4 +92,4 @@ class MarConfig:
     # fgm | sds | none; the fake score is a trainable copy of the teacher's head (no options); rewards: classifier
     distill: ContinuousRecipe = field(default_factory=_recipe)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    eval: SampleConfig = field(default_factory=lambda: SampleConfig(steps=1))  # steps unused by students
+    eval: StudentEval = field(default_factory=StudentEval)

@@ -3,12 +3,13 @@ of an image over K iterations, each token in one head step from its own noise; t
 per token (one time per token, `time_shape = (L,)`), against the guided teacher's score for that token's context
 (`Teacher.condition`: each token sees the tokens revealed before its iteration, read from the sample itself), with
 a fake score (a trainable copy of the teacher's head) trained on the student's tokens: GSIM is `sim`. The
-Distilled-Decoding-style baseline (`baseline: dd`) regresses the teacher head's DDIM output from the same noise;
+Distilled-Decoding-style baseline (`baseline: dd`) regresses the teacher's DDIM output from the same noise;
 MARVAL-RL adds the classifier reward through the engine's alignment, back-propagated through the K iterations
 (`generator.context_grad`)."""
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import torch
@@ -29,8 +30,9 @@ from .schedule import random_orders
 from .tokens import unpatchify
 
 
+@functools.cache
 def classifier_reward():
-    """log p(class | image) under the shipped digits classifier, of the image the tokens tile."""
+    """log p(class | image) under the shipped digits classifier, of the image the tokens tile (loaded once)."""
     from unidistill.modalities.shared.digits_classifier import load_classifier
 
     clf = load_classifier().requires_grad_(False)
@@ -80,9 +82,14 @@ def build_distill(cfg: MarConfig, run_dir: Path) -> ContinuousDistillation:
     generator = student_of(cfg, model)
     teacher = teacher_of(cfg, model)
     process, length, dim, k = model.process, model.length, model.token_dim, cfg.generator.iters
-    if cfg.baseline.name == "dd" and (cfg.distill.divergence or {}).get("name") != "none":
+    divergence = (cfg.distill.divergence or {}).get("name")
+    if cfg.baseline.name == "dd" and divergence != "none":
         raise ConfigError("config key baseline: 'dd' regresses the teacher's DDIM output on its own; set "
                           "distill.divergence.name: none")
+    if cfg.generator.context_grad and divergence != "none":
+        raise ConfigError(f"config key generator.context_grad: {divergence!r} matches each token with its context "
+                          "held fixed, so its gradient must not run through the context; use context_grad with "
+                          "distill.divergence.name: none (reward back-propagation, MARVAL-RL)")
 
     def latents(noise, n: int, progress) -> tuple[Tensor, Latent]:
         labels = noise.randint(model.classes, n)

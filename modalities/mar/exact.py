@@ -29,7 +29,12 @@ class KernelMixture(nn.Module):
         self.s0, self.process = float(s0), process
 
     def log_weights(self, cond: Cond, conditional: bool) -> Tensor:
-        """log w (B, L, N): each token's unnormalised component weights from what it saw (and its class)."""
+        """log w (B, L, N): each token's unnormalised component weights from what it saw (and its class), in
+        float32 even under autocast (bf16 would move the weights by nats)."""
+        with torch.autocast(cond.tokens.device.type, enabled=False):
+            return self._log_weights(cond, conditional)
+
+    def _log_weights(self, cond: Cond, conditional: bool) -> Tensor:
         sq = (cond.tokens.float()[:, None] - self.data[None]).pow(2).sum(-1)  # (B, N, L): per-token distances
         logw = -torch.einsum("bij,bnj->bin", cond.visible.float(), sq) / (2 * self.s0**2)
         if conditional:
@@ -51,8 +56,9 @@ class KernelMixture(nn.Module):
         return d_null + cond.scale[..., None].to(d) * (d - d_null)
 
     def _denoise(self, x_t, t, cond, conditional):
-        x, means, logw, a, s = self._flat(x_t.float(), t, self.log_weights(cond, conditional))
-        return mixture.denoise(x, means, logw, a, s, self.s0).reshape(x_t.shape).to(x_t.dtype)
+        with torch.autocast(x_t.device.type, enabled=False):
+            x, means, logw, a, s = self._flat(x_t.float(), t.float(), self.log_weights(cond, conditional))
+            return mixture.denoise(x, means, logw, a, s, self.s0).reshape(x_t.shape).to(x_t.dtype)
 
     def log_density(self, x_t: Tensor, t: Tensor, cond: Cond, conditional: bool = True) -> Tensor:
         """log p_t(x_t,i | context of i) (B, L) of each token's diffused conditional."""

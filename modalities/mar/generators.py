@@ -53,6 +53,8 @@ class OneStepMAR(nn.Module):
                  context_grad: bool = False):
         super().__init__()
         check_iters(iters, teacher.length)
+        if not sigmas:
+            raise ValueError("head sigmas must hold at least one value (one per head step)")
         if sorted(sigmas, reverse=True) != list(sigmas) or len(set(sigmas)) != len(sigmas):
             raise ValueError(f"head sigmas must decrease strictly, got {list(sigmas)}")
         self.transformer = copy.deepcopy(teacher.transformer)

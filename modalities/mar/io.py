@@ -15,14 +15,22 @@ from .model import MAR, load_mar, save_mar
 
 
 def teacher_model(cfg: MarConfig) -> MAR:
+    """The teacher of teacher.path; a folder that is not a MAR folder of 8x8 one-channel digits in 10 classes (what
+    the evaluator, the reward and the exact teacher read) fails in one line."""
     try:
-        model, _ = load_mar(cfg.teacher.path)
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
+        model, info = load_mar(cfg.teacher.path)
+    except KeyError as e:
+        raise ConfigError(f"config key teacher.path: its mar.json lacks the key {e.args[0]!r}") from None
+    except (FileNotFoundError, ValueError, TypeError) as e:
         raise ConfigError(f"config key teacher.path: {e}") from None
+    shape = (info["image"], info["channels"], info["classes"])
+    if shape != (8, 1, 10):
+        raise ConfigError(f"config key teacher.path: the teacher makes {shape[0]}x{shape[0]} images of {shape[1]} "
+                          f"channels in {shape[2]} classes; this backend evaluates 8x8 one-channel digits in 10")
     return model.requires_grad_(False)
 
 
-def check_iters(model: MAR, cfg: MarConfig) -> None:
+def check_student_iters(model: MAR, cfg: MarConfig) -> None:
     for key, k in (("generator.iters", cfg.generator.iters), ("eval.iters", cfg.eval.iters)):
         if not 1 <= k <= model.length:
             raise ConfigError(f"config key {key}: K = {k} iterations, but the teacher's images have {model.length} "
@@ -32,7 +40,7 @@ def check_iters(model: MAR, cfg: MarConfig) -> None:
 def student_of(cfg: MarConfig, model: MAR):
     from .generators import OneStepMAR
 
-    check_iters(model, cfg)
+    check_student_iters(model, cfg)
     g = cfg.generator
     try:
         return OneStepMAR(model, g.iters, list(g.sigmas), g.train_transformer, g.context_grad)

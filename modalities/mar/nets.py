@@ -62,7 +62,7 @@ class _ResBlock(nn.Module):
 
 
 class DiffusionHead(nn.Module):
-    """eps(x_t (N, d), t (N,) in [0, 1], z (N, cond_dim)) -> (N, d); t enters as the DDPM index 1000 t."""
+    """eps(x_t (N, d), t (N,) in [0, 1], z (N, cond_dim)) -> (N, d); t enters as 1000 t (the DDPM index + 1)."""
 
     def __init__(self, token_dim: int, cond_dim: int, width: int = 128, depth: int = 3):
         super().__init__()

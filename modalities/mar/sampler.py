@@ -1,9 +1,10 @@
 """Sampling a MAR model: the outer unmasking loop shared by the teacher and the one-step students, the per-token
 reverse chain of the head, and a stopwatch that splits wall time between transformer and head.
 
-Per-token chain: the head's times t_j = t_max j / T, j = T .. 0 (MAR respaces its 1000 DDPM steps to T the same
-way); each step forms D from the (guided) eps and moves to the next time by the DDPM posterior, variance
-c^2 = (sigma_s^2 / sigma_t^2)(1 - alpha_t^2 / alpha_s^2) (eta = 1; eta = 0 is DDIM's deterministic map).
+Per-token chain: T head calls at times evenly spaced from t_max down to t_min (MAR respaces its 1000 DDPM indices
+to T evenly spaced ones from 999 down to 0, the last call at index 0); each call forms D from the (guided) eps and
+moves to the next time by the DDPM posterior, variance c^2 = (sigma_s^2 / sigma_t^2)(1 - alpha_t^2 / alpha_s^2)
+(eta = 1; eta = 0 is DDIM's deterministic map); the last call returns its D.
 Temperature multiplies only the noise of each step, as in MAR (`p_sample`): it is not a density temperature.
 MAR learns the variance between beta and the posterior's; the posterior's is used here."""
 from __future__ import annotations
@@ -70,17 +71,19 @@ def unmask(order: Tensor, iters: int, token_dim: int, predict: Callable[[Tensor,
 
 def reverse_chain(eps_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, process, steps: int, eta: float = 1.0,
                   temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """x (N, d) at t_max -> x0 in `steps` steps of the DDPM posterior (eta = 1) or DDIM (eta = 0)."""
+    """x (N, d) at t_max -> x0 in `steps` head calls of the DDPM posterior (eta = 1) or DDIM (eta = 0)."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"head steps T = {steps!r} must be an integer >= 1")
-    times = torch.linspace(process.t_max, 0.0, steps + 1, dtype=torch.float64)
+    times = torch.linspace(process.t_max, process.t_min, steps, dtype=torch.float64) if steps > 1 else \
+        torch.tensor([process.t_max], dtype=torch.float64)
     for j in range(steps):
-        t, s = times[j], times[j + 1]
+        t = times[j]
         a_t, b_t = float(process.alpha(t)), float(process.sigma(t))
         eps = eps_fn(x, torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype))
         d = (x - b_t * eps) / a_t
         if j == steps - 1:
             return d
+        s = times[j + 1]
         a_s, b_s = float(process.alpha(s)), float(process.sigma(s))
         c2 = eta**2 * (b_s**2 / b_t**2) * (1 - a_t**2 / a_s**2)
         x = a_s * d + (b_s**2 - c2) ** 0.5 * eps
