@@ -7,6 +7,7 @@ Sections (each writes its part of benchmarks/results/mar.json; the table in docs
     python benchmarks/mar.py --only students   # trains MARVAL, DD, MARVAL-RL (examples/mar/) and evaluates them
     python benchmarks/mar.py --only exact      # one-step heads on the exact teacher, per context, at CFG 1, 2, 3
     python benchmarks/mar.py --only timing     # teacher's best setting vs MARVAL, alternately, batch 1000 and 1
+    python benchmarks/mar.py --only levers     # MARVAL's settings tried, 300 steps each (K = 8)
     python benchmarks/mar.py --retable         # docs/results.md from the saved json
 
 All figures use 1000 samples (100 per class) and seed 0; times are wall seconds on this machine's CPU threads.
@@ -15,6 +16,7 @@ K = 64 of the issue is impossible here: 2x2 patches of 8x8 digits give 16 tokens
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -41,8 +43,23 @@ RUNS = ROOT / "runs" / "bench_mar"
 N = 1000
 HEAD_STEPS = (100, 50, 25, 10)
 ITERS = (4, 8, 16)
+STUDENT_ITERS = (1, 2, 4, 8, 16)  # one-step students: K = 1 and 2 as well, where the transformer's passes are fewest
+TIMED_ITERS = (2, 4, 8)  # MARVAL's K in the end-to-end timing
 GUIDANCE = (1.0, 1.5)  # the teacher's grid; its FID is flat from 1 to 1.5 and rises above (2.0: 1.85, 3.0: 2.04)
 UNI = str(Path(sys.executable).parent / "unidistill")
+SIGMA4 = "distill.divergence={name: sim, c: 1.0, weighting: sigma4}"
+LEVERS = [("SIM, sigma4 weighting", [SIGMA4]),
+          ("SIM, sigma4 weighting, lr 3e-4", [SIGMA4, "train.lr={generator: 3.0e-4, fake: 3.0e-4}"]),
+          ("SIM, sid weighting (shipped example)", []),
+          ("SiD (alpha 1.2, sid weighting)", ["distill.divergence={name: sid}"])]
+LEVER_STEPS = 300
+DIPP = "distill.alignment={name: dipp}"
+RL_LEVERS = [("reward alone (dipp), alpha 0.01, 150 steps", [DIPP, "distill.reward={name: classifier, alpha: 0.01}"]),
+             ("reward alone, lr 1e-5", [DIPP, "distill.reward={name: classifier, alpha: 0.01}",
+                                        "train.lr={generator: 1.0e-5}"]),
+             ("reward alone, 50 steps", [DIPP, "distill.reward={name: classifier, alpha: 0.01}", "train.steps=50"]),
+             ("Reward-Instruct anchor, weight 10", ["distill.alignment={name: reward_instruct, weight: 10.0}"]),
+             ("Reward-Instruct anchor, weight 1 (shipped example)", [])]
 # (label, example, overrides, start from): trained in this order, one at a time
 STUDENTS = [("MARVAL (GSIM, 1 head step)", "marval", [], None),
             ("DD-style baseline (1 head step)", "dd", [], None),
@@ -222,13 +239,28 @@ def table(r: dict) -> str:
                              f"{row['head_nfe']:.0f} | {st['steps']} steps, {st['train_seconds'] / 60:.1f} min |")
     tm = r.get("timing")
     if tm:
-        lines += ["", f"End-to-end time per image, measured alternately ({tm['repeats']} rounds, median): "
-                  f"teacher at its best setting (K = {tm['teacher']['iters']}, T = {tm['teacher']['steps']}) "
-                  f"vs MARVAL at K = {tm['student_iters']}.", "",
-                  "| batch | teacher | MARVAL | speed-up |", "|---|---|---|---|"]
+        t = tm["teacher"]
+        ks = tm["student_iters"]
+        lines += ["", f"End-to-end seconds per image, measured alternately ({tm['repeats']} rounds, median): the "
+                  f"teacher at its best setting (w = {t['guidance']:g}, K = {t['iters']}, T = {t['steps']}: digits-FID "
+                  f"{t['digits_fid']:.2f}) against MARVAL; batch 1 is 20 images drawn one at a time.", "",
+                  "| batch | teacher | " + " | ".join(f"MARVAL K = {k} (speed-up)" for k in ks) + " |",
+                  "|---|---|" + "---|" * len(ks)]
         for row in tm["rows"]:
-            lines.append(f"| {row['batch']} | {row['teacher_s'] * 1e3:.2f} ms | {row['student_s'] * 1e3:.3f} ms | "
-                         f"{row['teacher_s'] / row['student_s']:.1f}x |")
+            cells = [f"{row[str(k)] * 1e3:.2f} ms ({row['teacher'] / row[str(k)]:.1f}x)" for k in ks]
+            lines.append(f"| {row['batch']} | {row['teacher'] * 1e3:.2f} ms | " + " | ".join(cells) + " |")
+    lv = r.get("levers")
+    if lv:
+        lines += ["", f"MARVAL settings tried ({LEVER_STEPS} steps each, batch 32, K = 8, guidance 1.5 on the linear "
+                  "schedule, the teacher's head at sigma/alpha 2.5 as the start; the start itself scores "
+                  f"{lv['start']['digits_fid']:.2f}):", "", "| setting | digits-FID | class acc. |", "|---|---|---|"]
+        for row in lv["rows"]:
+            lines.append(f"| {row['label']} | {row['digits_fid']:.2f} | {row['class_accuracy']:.3f} |")
+        lines += ["", "MARVAL-RL settings tried from the MARVAL student (K = 8 at training and evaluation; before RL: "
+                  "the MARVAL row at K = 8 above), 150 steps unless stated:", "",
+                  "| setting | digits-FID | log p(class) |", "|---|---|---|"]
+        for row in lv.get("rl", []):
+            lines.append(f"| {row['label']} | {row['digits_fid']:.2f} | {row['classifier_log_prob']:.4f} |")
     e = r.get("exact")
     if e:
         lines += ["", "One-step heads distilled from the exact teacher (constant guidance w), per context (8 held-out "
@@ -244,13 +276,14 @@ def table(r: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=["teacher", "students", "exact", "timing"], action="append")
+    p.add_argument("--only", choices=["teacher", "students", "exact", "timing", "levers"], action="append")
     p.add_argument("--retable", action="store_true")
+    p.add_argument("--reuse", action="store_true", help="students: evaluate runs already trained under runs/bench_mar")
     args = p.parse_args()
     torch.set_num_threads(2)
     r = read_result("mar")
     r.pop("machine", None)
-    parts = args.only or ([] if args.retable else ["teacher", "students", "exact", "timing"])
+    parts = args.only or ([] if args.retable else ["teacher", "levers", "students", "exact", "timing"])
     model, _ = load_mar("shipped")
     if "teacher" in parts:
         from unidistill.modalities.shared.digits_eval import real_floor
@@ -265,17 +298,39 @@ def main() -> None:
                         "floor": real_floor(N)[f"fid_train{N}_vs_held_out"]}
         write_result("mar", r)
     if "students" in parts:
+        before = {st["example"]: st for st in r.get("students", [])}
         r["students"] = []
         for label, example, extra, start in STUDENTS:
             out = RUNS / example
             sets = list(extra) + ([f"train.init_from={RUNS / start}"] if start else [])
-            seconds = train(example, out, sets)
+            if args.reuse and (out / "metrics.json").is_file() and example in before:
+                seconds = before[example]["train_seconds"]  # evaluate the trained run again, do not retrain
+            else:
+                seconds = train(example, out, sets)
             gen, cfg = load_student(out)
-            rows = [student_row(gen, k, model.patch) for k in ITERS]
+            rows = [student_row(gen, k, model.patch) for k in STUDENT_ITERS]
             r["students"].append({"label": label, "example": example, "steps": load_run_config(
                 out / "config.yaml").train.steps, "train_seconds": seconds, "rows": rows})
             print(r["students"][-1], flush=True)
             write_result("mar", r)
+    if "levers" in parts:
+        from unidistill.modalities.mar.generators import OneStepMAR
+
+        rows = []
+        for label, extra in LEVERS:
+            out = RUNS / "levers" / label.split(" (")[0].replace(" ", "_").replace(",", "")
+            train("marval", out, [f"train.steps={LEVER_STEPS}", *extra])
+            rows.append({"label": label, "overrides": extra,
+                         **json.loads((out / "metrics.json").read_text())})
+            print(rows[-1], flush=True)
+        start = student_row(OneStepMAR(model, 8, [2.5]).eval(), 8, model.patch)
+        rl = []
+        for label, extra in RL_LEVERS:  # MARVAL-RL from the MARVAL student of the students section
+            out = RUNS / "rl_levers" / label.split(" (")[0].replace(" ", "_").replace(",", "")
+            train("marval_rl", out, [f"train.init_from={RUNS / 'marval'}", *extra])
+            rl.append({"label": label, "overrides": extra, **json.loads((out / "metrics.json").read_text())})
+        r["levers"] = {"start": start, "rows": rows, "rl": rl}
+        write_result("mar", r)
     if "exact" in parts:
         r["exact"] = []
         for w in (1.0, 2.0, 3.0):
@@ -286,28 +341,30 @@ def main() -> None:
             print(r["exact"][-1], flush=True)
             write_result("mar", r)
     if "timing" in parts:
+        from unidistill.modalities.mar.io import draw_student
+
         best = min(r["teacher"]["rows"], key=lambda row: row["digits_fid"])
         gen, _ = load_student(RUNS / "marval")
-        k_student = 8
         rows = []
-        for batch in (N, 1):
-            labels = balanced_labels(batch)
-            times = {"teacher": [], "student": []}
-            for _ in range(3):
-                g = torch.Generator().manual_seed(0)
+        for batch, images in ((N, N), (1, 20)):  # throughput: one batch of 1000; latency: 20 images one at a time
+            labels = balanced_labels(images)
+            times = {"teacher": [], **{k: [] for k in TIMED_ITERS}}
+            for _ in range(3):  # alternately, so drift of the machine hits every column alike
                 start = time.perf_counter()
-                sample_mar(model, labels, best["iters"], best["steps"], best["guidance"], generator=g)
-                times["teacher"].append((time.perf_counter() - start) / batch)
-                from unidistill.modalities.mar.io import draw_student
-
-                start = time.perf_counter()
-                with torch.no_grad():
-                    draw_student(gen, labels, k_student, 0)
-                times["student"].append((time.perf_counter() - start) / batch)
-            rows.append({"batch": batch, "teacher_s": statistics.median(times["teacher"]),
-                         "student_s": statistics.median(times["student"])})
-        r["timing"] = {"repeats": 3, "teacher": {k: best[k] for k in ("iters", "steps", "guidance")},
-                       "student_iters": k_student, "rows": rows}
+                for lab in labels.split(batch):
+                    sample_mar(model, lab, best["iters"], best["steps"], best["guidance"],
+                               generator=torch.Generator().manual_seed(0))
+                times["teacher"].append((time.perf_counter() - start) / images)
+                for k in TIMED_ITERS:
+                    start = time.perf_counter()
+                    with torch.no_grad():
+                        for lab in labels.split(batch):
+                            draw_student(gen, lab, k, 0)
+                    times[k].append((time.perf_counter() - start) / images)
+            rows.append({"batch": batch, **{str(k): statistics.median(v) for k, v in times.items()}})
+            print(rows[-1], flush=True)
+        r["timing"] = {"repeats": 3, "teacher": {k: best[k] for k in ("iters", "steps", "guidance", "digits_fid")},
+                       "student_iters": list(TIMED_ITERS), "rows": rows}
         write_result("mar", r)
     text = table(r)
     replace_section("mar", text)

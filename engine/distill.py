@@ -50,8 +50,9 @@ class ContinuousDistillation(Objective):
     loss (DI++, Reward-Instruct) and train or hold networks of its own (a surrogate reward, an anchor).
 
     `time_shape` () draws one time per example; (L,) one per element of x0 (B, L, ...). `condition`
-    maps a sample (without graph) and its latent condition to the condition the teacher, fake score and
-    discriminator see (by default the latent condition itself)."""
+    maps a sample (without graph) and its latent condition to the condition the teacher, fake score,
+    discriminator and regulariser see (by default the latent condition itself); a reward alignment reads the
+    latent condition, which the generator (and an anchor copy of it) was called with."""
 
     def __init__(self, *, process: GaussianProcess, teacher: Callable, generator: nn.Module,
                  latents: Latents, divergence: Divergence, time_sampler: Callable,
@@ -115,10 +116,10 @@ class ContinuousDistillation(Objective):
         trained = {"fake", "discriminator"} & self.modules.keys()
         if not trained and not (self.alignment and self.alignment.modules):
             return {}
-        z, c = self.latents(noise, n, progress)
+        z, latent = self.latents(noise, n, progress)
         with torch.no_grad():
-            x0 = self.modules["generator"](z, c)
-        c = self._cond(x0, c)
+            x0 = self.modules["generator"](z, latent)
+        c = self._cond(x0, latent)
         out = {}
         if "fake" in trained:
             t = self._times(self.aux_time_sampler, noise, n, progress)
@@ -132,14 +133,14 @@ class ContinuousDistillation(Objective):
             real_logit = self.disc(self._noisy(x_real, t, noise), t, c_real).reshape(t.shape)
             fake_logit = self.disc(self._noisy(x0, t, noise), t, c).reshape(t.shape)
             out["discriminator"] = per_example(F.softplus(-real_logit) + F.softplus(fake_logit), mean=True)
-        if self.alignment is not None:
-            out.update(self.alignment.aux_losses(x0, c, noise))
+        if self.alignment is not None:  # rewards read the generator's own condition (a class, a prompt)
+            out.update(self.alignment.aux_losses(x0, latent, noise))
         return out
 
     def generator_loss(self, noise: Noise, n: int, progress: Progress) -> tuple[Tensor, dict[str, Tensor]]:
-        z, c = self.latents(noise, n, progress)
-        x0 = self.modules["generator"](z, c)
-        c = self._cond(x0, c)
+        z, latent = self.latents(noise, n, progress)
+        x0 = self.modules["generator"](z, latent)
+        c = self._cond(x0, latent)
         t = self._times(self.time_sampler, noise, n, progress)
         eps = noise.randn(n, *x0.shape[1:]).to(x0.dtype)
         teacher = (lambda x, s: self.teacher(x, s, c))
@@ -154,7 +155,8 @@ class ContinuousDistillation(Objective):
         loss = self.divergence.loss(x0, t, eps, critics)
         logs = {"divergence_loss": loss.detach().mean()}
         if self.alignment is not None:
-            extra, more = self.alignment.loss(x0, z, c, self.modules["generator"], noise)
+            # the reward and an anchor generator read the generator's condition, the critics the condition they see
+            extra, more = self.alignment.loss(x0, z, latent, self.modules["generator"], noise)
             loss = loss + extra
             logs.update(more)
         if self.regulariser is not None:

@@ -136,6 +136,13 @@ def test_dd_baseline_and_rl_run(folder, tmp_path):
     assert main(["distill", write(tmp_path, rl, "rl.yaml"), "--out", str(tmp_path / "rl")]) == 0
     cols = log_columns(tmp_path / "rl")
     assert any("reward" in c for c in cols) and "loss/fake" not in cols, cols
+    # Reward-Instruct's anchor is a copy of the generator: the alignment must hand it the generator's latent
+    # condition (labels and orders), not the per-token condition the critics see (which failed before)
+    ri = distill_cfg(folder, generator={"context_grad": True}, train={"steps": 2},
+                     distill={"divergence": {"name": "none"}, "reward": {"name": "classifier", "alpha": 0.1},
+                              "alignment": {"name": "reward_instruct", "weight": 1.0}})
+    assert main(["distill", write(tmp_path, ri, "ri.yaml"), "--out", str(tmp_path / "ri")]) == 0
+    assert "anchor" in log_columns(tmp_path / "ri")
 
 
 @pytest.mark.parametrize("override,expected", [
