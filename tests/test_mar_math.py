@@ -16,7 +16,8 @@ from unidistill.engine.noise import Noise
 from unidistill.engine.objective import Progress
 from unidistill.engine.process import bcast
 from unidistill.modalities.mar import exact, schedule, teach, tokens
-from unidistill.modalities.mar.model import MAR, Cond, cosine_process
+from unidistill.modalities.mar.io import tiny_model
+from unidistill.modalities.mar.model import Cond, cosine_process
 from unidistill.modalities.mar.sampler import reverse_chain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -144,13 +145,7 @@ def test_check_iters_rejects_outside_one_to_l(bad):
 # --- the teacher's loss and mask ratios --------------------------------------------------------------------------
 
 def tiny_mar(seed=0, patch=2):
-    torch.manual_seed(seed)
-    model = MAR(8, 1, patch, 10, {"width": 16, "depth": 1, "decoder_depth": 1, "heads": 2, "buffer": 2},
-                {"width": 16, "depth": 1})
-    for p in model.parameters():  # zero-initialised layers get small random values, so outputs vary
-        if p.abs().sum() == 0:
-            torch.nn.init.normal_(p, std=0.1)
-    return model
+    return tiny_model(patch, seed, std=0.1)
 
 
 def test_teacher_loss_is_the_eps_mse_over_masked_tokens_only():

@@ -85,11 +85,16 @@ def tiny_teacher(workdir: Path, patch: int = 2, seed: int = 0) -> Path:
     """A MAR folder with tiny random networks (for smoke runs and tests), written once under workdir."""
     folder = Path(workdir) / f"tiny_mar_p{patch}"
     if not (folder / "mar.json").is_file():
-        torch.manual_seed(seed)
-        model = MAR(8, 1, patch, 10, {"width": 16, "depth": 1, "decoder_depth": 1, "heads": 2, "buffer": 2},
-                    {"width": 16, "depth": 1})
-        for p in model.parameters():  # zero-initialised layers get small random values, so outputs vary
-            if p.abs().sum() == 0:
-                torch.nn.init.normal_(p, std=0.02)
-        save_mar(model, folder)
+        save_mar(tiny_model(patch, seed), folder)
     return folder
+
+
+def tiny_model(patch: int = 2, seed: int = 0, std: float = 0.02) -> MAR:
+    """A MAR of width 16 with one block each, its zero-initialised layers given N(0, std^2) values so outputs vary."""
+    torch.manual_seed(seed)
+    model = MAR(8, 1, patch, 10, {"width": 16, "depth": 1, "decoder_depth": 1, "heads": 2, "buffer": 2},
+                {"width": 16, "depth": 1})
+    for p in model.parameters():
+        if p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=std)
+    return model
