@@ -123,13 +123,13 @@ def load_student(run: Path):
 
 
 def student_row(gen, iters: int, patch: int) -> dict:
-    from unidistill.modalities.mar.distill import classifier_reward
+    from unidistill.modalities.mar.distill import class_log_prob
     from unidistill.modalities.mar.io import draw_student
 
     labels = balanced_labels(N)
     with torch.no_grad():
         tokens, timing = timed(lambda w: draw_student(gen, labels, iters, 0, w), N)
-        reward = classifier_reward()(tokens, Cond(None, None, None, None, None, labels)).mean().item()
+        reward = class_log_prob(tokens, labels).mean().item()
     return {"iters": iters, **image_metrics(tokens, labels, patch), "classifier_log_prob": reward, **timing}
 
 

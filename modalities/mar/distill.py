@@ -31,15 +31,23 @@ from .tokens import unpatchify
 
 
 @functools.cache
-def classifier_reward():
-    """log p(class | image) under the shipped digits classifier, of the image the tokens tile (loaded once)."""
+def _classifier():
     from unidistill.modalities.shared.digits_classifier import load_classifier
 
-    clf = load_classifier().requires_grad_(False)
+    return load_classifier().requires_grad_(False)
 
-    def reward(x0: Tensor, cond: Cond) -> Tensor:
-        clf.to(x0.device)
-        return clf.log_prob(unpatchify(x0, round(x0.shape[-1] ** 0.5)).clamp(-1, 1), cond.labels)
+
+def class_log_prob(tokens: Tensor, labels: Tensor) -> Tensor:
+    """log p(label | image) (B,) under the shipped digits classifier (loaded once), of the image the tokens tile."""
+    clf = _classifier().to(tokens.device)
+    return clf.log_prob(unpatchify(tokens, round(tokens.shape[-1] ** 0.5)).clamp(-1, 1), labels)
+
+
+def classifier_reward():
+    """The `classifier` reward: class_log_prob of the student's tokens for the classes of its latents."""
+
+    def reward(x0: Tensor, latent: Latent) -> Tensor:
+        return class_log_prob(x0, latent.labels)
 
     return reward
 
@@ -118,7 +126,7 @@ def outputs_of(cfg: MarConfig, model: MAR) -> Outputs:
         labels = balanced_labels(e.n_samples)
         with torch.no_grad():
             tokens, timing = timed(lambda watch: draw_student(generator.eval(), labels, e.iters, 0, watch), len(labels))
-        reward = classifier_reward()(tokens, Cond(None, None, None, None, None, labels.to(tokens.device)))
+        reward = class_log_prob(tokens, labels.to(tokens.device))
         return {**image_metrics(tokens, labels, model.patch), "classifier_log_prob": float(reward.mean()), **timing}
 
     def save_samples(generator, run_dir: Path, step: int) -> list[Path]:
