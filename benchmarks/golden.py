@@ -98,6 +98,17 @@ def tensor_digest(tensors: dict) -> str:
     return h.hexdigest()
 
 
+def metrics_digest(path: Path) -> str:
+    """SHA-256 of metrics.json without its wall-clock timings (keys naming seconds, e.g. MAR's seconds_per_image),
+    which no rerun reproduces; a file without such keys is hashed byte for byte, as always."""
+    data = json.loads(path.read_text())
+    timed = [k for k in data if "seconds" in k or k.endswith("_s_per_image")]
+    if not timed:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    kept = {k: v for k, v in data.items() if k not in timed}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
 def fingerprint(run: Path) -> dict[str, str]:
     from safetensors.torch import load_file
 
@@ -107,7 +118,7 @@ def fingerprint(run: Path) -> dict[str, str]:
     out = {"ema": tensor_digest({k: v for k, v in tensors.items() if k.startswith("ema.")}),
            "modules": tensor_digest({k: v for k, v in tensors.items() if k.startswith("module.")})}
     metrics = run / "metrics.json"
-    out["metrics"] = hashlib.sha256(metrics.read_bytes()).hexdigest() if metrics.is_file() else "-"
+    out["metrics"] = metrics_digest(metrics) if metrics.is_file() else "-"
     exported = sorted(p for p in run.rglob("*.safetensors") if "checkpoints" not in p.parts
                       and p.name != "teacher_pool.safetensors")
     h = hashlib.sha256()
