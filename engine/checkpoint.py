@@ -1,5 +1,7 @@
 """Atomic, verifiable checkpoints: safetensors for every tensor (weights, EMA, optimizer state,
-RNG state), JSON for the rest, a manifest of SHA-256 digests, and a `latest` pointer.
+RNG state), JSON for the rest, a manifest of SHA-256 digests, and a `latest` pointer. A sharded run
+(`train.parallel: fsdp`) adds one `shard-RRRRR-of-WWWWW.safetensors` per process with its parts of the sharded
+tensors; loading joins them, so any number of processes can resume.
 
 A checkpoint is written to `step_XXXXXXXX.tmp/`, fsynced, then renamed into place; only then does
 `latest` move (itself replaced atomically) and only then are old checkpoints pruned, so a kill
@@ -59,19 +61,41 @@ def _unshared(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def save(root: str | Path, step: int, tensors: dict[str, Tensor], meta: dict, keep: int = 2) -> Path:
-    """Write checkpoint `step` under root atomically; keep the newest `keep` checkpoints."""
-    from safetensors.torch import save_file
+def shard_name(rank: int, world: int) -> str:
+    return f"shard-{rank:05d}-of-{world:05d}.safetensors"
 
+
+def begin(root: str | Path, step: int) -> Path:
+    """Create (empty) the folder checkpoint `step` is written into before it is renamed into place."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
     tmp = root / f"step_{step:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    return tmp
+
+
+def write_shard(tmp: Path, rank: int, world: int, tensors: dict[str, Tensor]) -> None:
+    """One process's shards of a sharded run (the local parts of its sharded tensors), written and fsynced."""
+    from safetensors.torch import save_file
+
+    path = tmp / shard_name(rank, world)
+    save_file(_unshared(tensors), str(path))
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def finish(root: str | Path, tmp: Path, step: int, tensors: dict[str, Tensor], meta: dict, keep: int = 2) -> Path:
+    """Write the whole tensors, meta and the manifest of every file in `tmp`; rename it into place, move
+    `latest`, prune to the newest `keep` checkpoints."""
+    from safetensors.torch import save_file
+
+    root = Path(root)
+    final = root / f"step_{step:08d}"
     save_file(_unshared(tensors), str(tmp / TENSORS))
     _write_json(tmp / META, {**meta, "step": step})
-    _write_json(tmp / MANIFEST, {name: _sha256(tmp / name) for name in (TENSORS, META)})
+    files = sorted(p.name for p in tmp.iterdir() if p.name != MANIFEST)
+    _write_json(tmp / MANIFEST, {name: _sha256(tmp / name) for name in files})
     _fsync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)
@@ -83,6 +107,33 @@ def save(root: str | Path, step: int, tensors: dict[str, Tensor], meta: dict, ke
     for old in checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save(root: str | Path, step: int, tensors: dict[str, Tensor], meta: dict, keep: int = 2) -> Path:
+    """Write checkpoint `step` under root atomically; keep the newest `keep` checkpoints."""
+    return finish(root, begin(root, step), step, tensors, meta, keep)
+
+
+def _merge_shards(path: Path, meta: dict, tensors: dict[str, Tensor]) -> None:
+    """Add the whole of every sharded tensor: its processes' parts concatenated along dim 0 in rank order
+    (FSDP2's even split), checked against the shape `meta["shards"]` recorded. Any number of processes can then
+    resume (each takes its own part again)."""
+    import torch
+    from safetensors.torch import load_file
+
+    info = meta["shards"]
+    world, shapes = int(info["world"]), info["keys"]
+    parts: dict[str, list] = {k: [] for k in shapes}
+    for rank in range(world):
+        for k, v in load_file(str(path / shard_name(rank, world))).items():
+            parts[k].append(v)
+    for k, shape in shapes.items():
+        if not parts[k]:
+            raise KeyError(f"{k} (in no shard)")
+        whole = torch.cat(parts[k], 0)
+        if list(whole.shape) != list(shape):
+            raise CheckpointError(f"checkpoint {path}: the shards of {k} add up to {list(whole.shape)}, not {shape}")
+        tensors[k] = whole
 
 
 def checkpoints(root: str | Path) -> list[Path]:
@@ -146,6 +197,11 @@ def load(path: str | Path) -> tuple[dict[str, Tensor], dict]:
         raise CheckpointError(f"checkpoint {path}: {META} cannot be read ({str(e).splitlines()[0]})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
         raise CheckpointError(f"checkpoint {path}: {META} has no step; it was not written by unidistill")
+    if isinstance(meta.get("shards"), dict):
+        try:
+            _merge_shards(path, meta, tensors)
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path}: its shards cannot be read ({str(e).splitlines()[0]})") from None
     bad = non_finite(tensors)
     if bad is not None:
         raise CheckpointError(f"checkpoint {path} holds non-finite values in {bad}")

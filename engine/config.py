@@ -257,7 +257,14 @@ class TrainConfig:
     schedule: Literal["constant", "cosine"] = "constant"  # learning-rate decay after warm-up
     grad_clip: float = bounded(10.0, lo=0)  # max global grad norm per module (0 = off)
     ema_decay: float = bounded(0.999, lo=0, hi=1, hi_open=True)  # EMA of generator weights (evaluation, sampling)
-    mixed_precision: Literal["no", "bf16"] = "no"  # autocast dtype for the forward passes
+    # autocast dtype for the forward passes; fp16 adds a dynamic loss scale per optimised module
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # how the trained networks are spread over processes: every process holds them whole and gradients are
+    # all-reduced ("replicated"), or each holds a shard of weights, gradients and optimizer state (FSDP2)
+    parallel: Literal["replicated", "fsdp"] = "replicated"
+    shard_teacher: bool = False  # with parallel fsdp: also shard the frozen teacher (else every process holds it)
+    activation_checkpointing: bool = False  # recompute the blocks' activations in backward instead of storing them
+    compile: bool = False  # torch.compile the generator's and the teacher's forward passes
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where to train
     threads: int | None = bounded(None, lo=1)  # intra-op CPU threads (torch.set_num_threads); None = torch's
     seed: int = bounded(0, lo=0, hi=2**63 - 1)  # seeds all randomness
@@ -274,11 +281,15 @@ class TrainConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):  # also when built in Python rather than from a config
             check_bounds(f, getattr(self, f.name), f"train.{f.name}")
+        if self.shard_teacher and self.parallel != "fsdp":
+            raise ConfigError("config key train.shard_teacher = true needs train.parallel = fsdp (a replicated run "
+                              "holds the teacher whole on every process)")
 
 
 # keys a resume may change: how long, how often and how a run reports, not what it trains
 RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
-             "train.progress", "train.max_skipped", "train.device", "train.threads", "train.init_from", "eval")
+             "train.progress", "train.max_skipped", "train.device", "train.threads", "train.init_from",
+             "train.parallel", "train.shard_teacher", "train.activation_checkpointing", "train.compile", "eval")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

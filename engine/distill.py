@@ -78,6 +78,7 @@ class ContinuousDistillation(Objective):
         self.condition, self.time_shape, self.regulariser = condition, tuple(time_shape), regulariser
         if isinstance(teacher, nn.Module):
             teacher.requires_grad_(False).eval()
+            self.teachers["teacher"] = teacher
         self.modules: dict[str, nn.Module] = {"generator": generator}
         # a critic with no trainable parameters is exact (a closed-form fake score or density ratio, as the 3D
         # backend's mixture over the particles' renders): it is queried, never trained or checkpointed

@@ -110,6 +110,8 @@ class DiscreteDistillation(Objective):
         self.reuse_rollouts = reuse_rollouts
         self._last: Trajectory | None = None
         self.teacher = teacher  # frozen (the regularisers read it); moved with the objective
+        if isinstance(teacher, nn.Module):
+            self.teachers["teacher"] = teacher
         self.modules: dict[str, nn.Module] = {"generator": student}
         if discriminator is not None:
             self.modules["discriminator"] = discriminator

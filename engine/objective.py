@@ -68,10 +68,14 @@ class Objective:
     # networks held fixed that belong to the run (a reward alignment's anchor): checkpointed and restored on
     # resume, moved to the device, never optimised
     frozen: dict[str, nn.Module]
+    # frozen networks the objective reads but does not own (the teacher): never checkpointed; the trainer moves
+    # them to the device, shards them with train.shard_teacher and compiles or checkpoints their blocks on request
+    teachers: dict[str, nn.Module]
 
     def __init__(self, outputs: Outputs | None = None):
         self.outputs = outputs or Outputs()
         self.frozen = {}
+        self.teachers = {}
 
     def start(self) -> None:
         """Called once when a run begins at step 0 (after train.init_from has loaded), never on resume."""

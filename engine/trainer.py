@@ -20,12 +20,15 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
+from . import parallel
 from .config import TrainConfig, changed_keys
 from .errors import Interrupted, TrainingError
 from .logger import RunLogger
 from .noise import Noise
 from .objective import Objective, Progress
 from .optim import ModuleOptimizer
+from .parallel import is_dtensor, local, plain
+from .precision import LossScale, autocast
 
 
 class Trainer:
@@ -54,14 +57,13 @@ class Trainer:
         torch.manual_seed(cfg.seed + 1000 * self.rank)
         free = free_memory()
         self.noise = Noise(cfg.seed, self.rank, self.world, self.acc.device, max_bytes=free // 4 if free else None)
-        for m in objective.modules.values():
-            m.to(self.acc.device)
-            if self.world > 1:  # every process starts from rank 0's weights, as DDP does
-                for tensor in m.state_dict().values():
-                    torch.distributed.broadcast(tensor, src=0)
+        # every process starts from rank 0's weights (as DDP does), then holds them whole or sharded
+        self.par = parallel.make(cfg.parallel, self.world, self.acc.device)
+        objective.to(self.acc.device)
+        teachers = objective.teachers if cfg.parallel == "fsdp" and cfg.shard_teacher else {}
+        self.par.prepare(objective.modules, teachers, cfg.mixed_precision)
         for m in objective.frozen.values():
             m.to(self.acc.device)
-        objective.to(self.acc.device)
         self.gen = objective.modules["generator"]
         self.aux_names = [k for k in objective.modules if k != "generator"]
         check_memory(objective.modules)
@@ -73,6 +75,7 @@ class Trainer:
         # teacher blocks) stay frozen; the rest are switched on and off by phase
         self.opt = {name: ModuleOptimizer(name, m, cfg.lr, cfg.betas, cfg.weight_decay)
                     for name, m in objective.modules.items()}
+        self.scales = {name: LossScale() for name in objective.modules} if cfg.mixed_precision == "fp16" else {}
         self._params = {name: o.params for name, o in self.opt.items()}
         self.ema = {k: v.detach().clone() for k, v in self.gen.state_dict().items()}
         self._bind_ema()
@@ -83,9 +86,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one update
     def _autocast(self):
-        if self.cfg.mixed_precision == "bf16":
-            return torch.autocast(self.acc.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.cfg.mixed_precision, self.acc.device)
 
     def _train_only(self, names: list[str]) -> None:
         """Parameters of `names` require grad; every other trainable module is frozen for this phase."""
@@ -95,22 +96,33 @@ class Trainer:
                 for p in self._params[name]:
                     p.requires_grad_(want)
                 self._requires_grad[name] = want
+                self.par.requires_grad_changed(self.obj.modules[name])
 
     def _update(self, names: list[str], losses: dict[str, Tensor]) -> tuple[bool, dict[str, Tensor]]:
         """Backward the mean of each per-example loss, all-reduce, clip and step; skip if non-finite."""
         for name in names:
             self.opt[name].zero_grad()
-        total = sum(l.float().mean() for l in losses.values())
-        total.backward()
+        means = {k: l.float().mean() for k, l in losses.items()}
+        total = sum(means.values())
+        if self.scales:  # fp16: each module's loss times its own scale (a loss is keyed by its module)
+            sum(self.scales[k].scale * m for k, m in means.items()).backward()
+        else:
+            total.backward()
         params = {name: self._params[name] for name in names}
-        if self.world > 1:
-            self._all_reduce([p for name in names for p in params[name]])
+        if self.scales:
+            for name in names:
+                self.scales[name].unscale(params[name])
+        self.par.reduce_gradients([p for name in names for p in params[name]])
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        norms = {name: torch.nn.utils.clip_grad_norm_(params[name], clip) for name in names}
-        flag = torch.isfinite(torch.stack([total.detach(), *norms.values()])).all().float()
+        norms = {name: plain(torch.nn.utils.clip_grad_norm_(params[name], clip)) for name in names}
+        flags = torch.isfinite(torch.stack([*norms.values(), total.detach()])).float()
         if self.world > 1:  # every process takes the same decision
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-        finite = bool(flag.item())
+            flags = flags.to(self.acc.device)
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+        finite = bool(flags.min().item())
+        for name, ok in zip(names, flags.tolist()):
+            if name in self.scales:  # an overflow halves that module's scale
+                self.scales[name].update(bool(ok) and finite)
         if finite:
             for name in names:
                 self.opt[name].step(self._lr_factor())
@@ -130,21 +142,6 @@ class Trainer:
                 f"the update at step {self.step + 1} made the {', '.join(map(repr, bad))} weights non-finite "
                 f"(train.lr {self.cfg.lr} too large?); nothing after step {self.step} was checkpointed: "
                 f"{self._last_good_hint()}")
-
-    def _all_reduce(self, params: list[nn.Parameter]) -> None:
-        """Average gradients over processes in one flat all-reduce (data-parallel, as DDP does)."""
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        torch.distributed.all_reduce(flat)
-        flat /= self.world
-        i = 0
-        for p, g in zip(params, grads):
-            avg = flat[i:i + g.numel()].view_as(g)
-            if p.grad is None:
-                p.grad = avg.clone()
-            else:
-                p.grad.copy_(avg)
-            i += g.numel()
 
     def _lr_factor(self) -> float:
         """Warm-up and schedule factor on every base learning rate at the current step."""
@@ -204,11 +201,12 @@ class Trainer:
         return row
 
     def _bind_ema(self) -> None:
-        """Pair each EMA tensor with the live tensor it follows (floating point: lerp; others: copy)."""
+        """Pair each EMA tensor with the live tensor it follows (floating point: lerp; others: copy); in a
+        sharded run each process updates its own shard."""
         live = self.gen.state_dict()
-        self._ema_float = ([self.ema[k] for k, v in live.items() if v.dtype.is_floating_point],
-                           [v for v in live.values() if v.dtype.is_floating_point])
-        self._ema_other = [(self.ema[k], v) for k, v in live.items() if not v.dtype.is_floating_point]
+        self._ema_float = ([local(self.ema[k]) for k, v in live.items() if v.dtype.is_floating_point],
+                           [local(v) for v in live.values() if v.dtype.is_floating_point])
+        self._ema_other = [(local(self.ema[k]), local(v)) for k, v in live.items() if not v.dtype.is_floating_point]
 
     @torch.no_grad()
     def _ema_update(self) -> None:
@@ -218,7 +216,19 @@ class Trainer:
 
     @contextlib.contextmanager
     def ema_weights(self):
-        """Temporarily load the EMA weights into the generator."""
+        """The generator with its EMA weights on the main process, None on the others. Replicated runs load
+        them into the generator for the block; sharded runs gather them (every process must enter) into
+        process 0's whole copy of the generator."""
+        if self.par.sharded:
+            whole = {k: plain(v) for k, v in self.ema.items()}
+            net = self.par.full_generator(self.gen)
+            if net is not None:
+                net.load_state_dict(whole)
+            yield net
+            return
+        if not self.acc.is_main_process:
+            yield None
+            return
         saved = {k: v.detach().clone() for k, v in self.gen.state_dict().items()}
         self.gen.load_state_dict(self.ema)
         try:
@@ -238,13 +248,15 @@ class Trainer:
         for name, opt in self.opt.items():
             t, meta["optim"][name] = opt.state()
             tensors.update(t)
+        if self.scales:
+            meta["loss_scale"] = {name: s.state() for name, s in self.scales.items()}
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.noise"] = self.noise.state_dict()["generator"]
         return tensors, meta
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
         try:
-            self._load_state(tensors, meta)
+            self._load_state(self._fit_layout(tensors), meta)
         except (KeyError, TypeError, ValueError, IndexError) as e:
             what = e.args[0] if isinstance(e, KeyError) and e.args else str(e).splitlines()[0]
             raise ckpt.CheckpointError(f"checkpoint at step {meta.get('step')}: {ckpt.TENSORS} or {ckpt.META} is "
@@ -274,20 +286,62 @@ class Trainer:
         self.noise.load_state_dict({"generator": tensors["rng.noise"]})
         self.step = int(meta["step"])
         self.skipped = dict(meta["skipped"])
+        for name, scale in self.scales.items():  # fp16 runs; a checkpoint from bf16 or fp32 starts the scales anew
+            if name in meta.get("loss_scale", {}):
+                scale.load(meta["loss_scale"][name])
 
     def save_checkpoint(self) -> Path | None:
         tensors, meta = self.state_tensors()
         if self.run_config is not None:
             meta["config"] = self.run_config
-        bad = ckpt.non_finite(tensors)
+        shards = {k: v for k, v in tensors.items() if is_dtensor(v)}
+        whole = {k: v for k, v in tensors.items() if k not in shards}
+        bad = ckpt.non_finite(whole) or ckpt.non_finite({k: local(v) for k, v in shards.items()})
+        if self.world > 1:  # every process refuses together
+            flag = torch.tensor(float(bad is not None), device=self.acc.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            bad = bad or ("a tensor on another process" if flag.item() else None)
         if bad is not None:  # never on disk: a checkpoint is a promise that resuming from it is safe
             raise TrainingError(f"step {self.step}: {bad} is non-finite; the checkpoint was not written; "
                                 f"{self._last_good_hint()}")
-        path = None
-        if self.acc.is_main_process:
-            path = ckpt.save(self.out / "checkpoints", self.step, tensors, meta, keep=self.cfg.keep_checkpoints)
+        root, main, path = self.out / "checkpoints", self.acc.is_main_process, None
+        if not shards:
+            if main:
+                path = ckpt.save(root, self.step, tensors, meta, keep=self.cfg.keep_checkpoints)
+            self.acc.wait_for_everyone()
+            return path
+        meta["shards"] = {"world": self.world, "keys": {k: list(v.shape) for k, v in shards.items()}}
+        if main:
+            ckpt.begin(root, self.step)
+        self.acc.wait_for_everyone()
+        tmp = root / f"step_{self.step:08d}.tmp"
+        ckpt.write_shard(tmp, self.rank, self.world, {k: local(v) for k, v in shards.items()})
+        self.acc.wait_for_everyone()
+        if main:
+            path = ckpt.finish(root, tmp, self.step, whole, meta, keep=self.cfg.keep_checkpoints)
         self.acc.wait_for_everyone()
         return path
+
+    def _fit_layout(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Whole tensors from a checkpoint, each sharded like the tensor of this run it restores (its module
+        parameter for EMA and optimizer moments), so a checkpoint from any number of processes resumes."""
+        if not self.par.sharded:
+            return tensors
+        from torch.distributed.tensor import distribute_tensor
+
+        like = {k: v for k, v in self.state_tensors()[0].items() if is_dtensor(v)}
+        out = {}
+        for k, v in tensors.items():
+            target = like.get(k)
+            if target is None and k.startswith("optim."):
+                module, rest = k[len("optim."):].split(".", 1)
+                target = like.get(f"module.{module}.{rest.rsplit('.', 1)[0]}")
+            if target is None and k.startswith("ema."):
+                target = like.get(f"module.generator.{k[4:]}")
+            if target is not None and tuple(v.shape) == tuple(target.shape):
+                v = distribute_tensor(v.to(target.device), target.device_mesh, target.placements, src_data_rank=None)
+            out[k] = v
+        return out
 
     def _resume(self) -> bool:
         if self.resume_from is not None:
@@ -310,6 +364,7 @@ class Trainer:
         path = Path(source)
         found = ckpt.load_latest(path / "checkpoints") if (path / "checkpoints").is_dir() else None
         tensors, meta = found if found is not None else ckpt.load(path)
+        tensors = self._fit_layout(tensors)
         loaded = []
         for name, m in self.obj.modules.items():
             prefix = "ema." if name == "generator" else f"module.{name}."
@@ -361,12 +416,13 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        if self.acc.is_main_process:
-            with self.ema_weights() as g, torch.no_grad():
-                g.eval()
-                metrics = self.obj.evaluate(g)
-                self.obj.save_samples(g, self.out, self.step)
-                g.train()
+        with self.ema_weights() as g:
+            if g is not None:
+                with torch.no_grad():
+                    g.eval()
+                    metrics = self.obj.evaluate(g)
+                    self.obj.save_samples(g, self.out, self.step)
+                    g.train()
         self.acc.wait_for_everyone()
         return metrics
 
@@ -475,8 +531,10 @@ class Trainer:
 
 
 def max_abs(tensors) -> Tensor:
-    """max |x| over a list of tensors as one scalar; NaN if any entry is NaN, inf if any is infinite."""
-    return torch.stack([t.detach().abs().amax() for t in tensors]).amax().float()
+    """max |x| over a list of tensors (this process's shards of sharded ones) as one scalar; NaN if any entry is
+    NaN, inf if any is infinite."""
+    parts = [local(t.detach()) for t in tensors]
+    return torch.stack([t.abs().amax() for t in parts if t.numel()] or [parts[0].new_zeros(())]).amax().float()
 
 
 def write_config(path: Path, data: dict) -> None:

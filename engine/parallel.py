@@ -1,0 +1,160 @@
+"""How the trained networks are spread over processes: `Replicated` or `Sharded` (FSDP2).
+
+Both are data parallel: every process draws its own rows of the global batch (engine/noise.py) and the
+gradient each module steps with is the global-batch mean. They differ in what a process holds:
+
+* `Replicated` (`train.parallel: replicated`): every process holds every network whole; after backward one
+  flat all-reduce averages the gradients of the modules stepped in this phase. Short and exact, the default
+  for networks that fit one device.
+* `Sharded` (`train.parallel: fsdp`): PyTorch's FSDP2 (`torch.distributed.fsdp.fully_shard`, Zhao et al.
+  2023, "PyTorch FSDP"). Each process holds 1/world of every trained module's weights, gradients and AdamW
+  moments (and of the teacher's weights with `train.shard_teacher`); a unit's weights are all-gathered just
+  before its forward (and again in backward), and gradients are reduce-scattered as backward produces them,
+  overlapping communication with compute. Units are the networks' blocks (engine DiT blocks, diffusers
+  down/mid/up blocks, transformers layers) and the network itself for what is left.
+
+Phases that freeze one network and backpropagate through it (SiD and SIM through the fake score, `uni` through
+the discriminator) stay exact under FSDP2: a unit whose parameters do not require grad still all-gathers for
+its backward and simply produces no gradient to reduce (`tests/test_multiprocess.py` compares the weights with
+one process). Weights stay float32; with `train.mixed_precision` bf16 or fp16 the all-gathered copies are cast
+to that dtype (less traffic and memory) and gradients are reduced in float32.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+# class-name endings of the blocks sharded as their own FSDP units (the largest match wins; nothing nested)
+UNIT_SUFFIXES = ("DiTBlock", "DownBlock2D", "UpBlock2D", "MidBlock2D", "MidBlock2DCrossAttn", "TransformerBlock",
+                 "DecoderLayer", "EncoderLayer", "Block")
+
+
+def is_dtensor(t) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def local(t: Tensor) -> Tensor:
+    """This process's part of a (possibly sharded) tensor: the local shard of a DTensor, else the tensor."""
+    return t.to_local() if is_dtensor(t) else t
+
+
+def plain(t: Tensor) -> Tensor:
+    """The whole value of a DTensor (a collective: every process must call it), else the tensor itself."""
+    return t.full_tensor() if is_dtensor(t) else t
+
+
+def broadcast_weights(module: nn.Module) -> None:
+    """Every process starts from process 0's weights and buffers, as DDP does."""
+    for tensor in module.state_dict().values():
+        torch.distributed.broadcast(tensor, src=0)
+
+
+class Replicated:
+    """Every process holds every network whole; gradients are averaged by one flat all-reduce."""
+
+    sharded = False
+
+    def __init__(self, world: int, device: torch.device):
+        self.world, self.device = world, device
+
+    def prepare(self, modules: dict[str, nn.Module], teachers: dict[str, nn.Module], mixed_precision: str) -> None:
+        for m in modules.values():
+            m.to(self.device)
+            if self.world > 1:
+                broadcast_weights(m)
+
+    def reduce_gradients(self, params: list[nn.Parameter]) -> None:
+        """Average gradients over processes (zeros where a parameter got none, so every rank sends one layout)."""
+        if self.world == 1:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        i = 0
+        for p, g in zip(params, grads):
+            avg = flat[i:i + g.numel()].view_as(g)
+            if p.grad is None:
+                p.grad = avg.clone()
+            else:
+                p.grad.copy_(avg)
+            i += g.numel()
+
+    def requires_grad_changed(self, module: nn.Module) -> None:
+        """Nothing to do: the weights are the parameters themselves."""
+
+    def full_generator(self, generator: nn.Module) -> nn.Module:
+        return generator
+
+
+class Sharded:
+    """FSDP2 over one mesh of all processes: every trained module sharded, the teachers too if asked."""
+
+    sharded = True
+
+    def __init__(self, world: int, device: torch.device):
+        if not torch.distributed.is_available():
+            raise ValueError("train.parallel = 'fsdp' needs torch.distributed, which this PyTorch build lacks")
+        self.world, self.device = world, device
+        self.replica: nn.Module | None = None  # process 0's whole generator, for evaluation and export
+
+    def prepare(self, modules: dict[str, nn.Module], teachers: dict[str, nn.Module], mixed_precision: str) -> None:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        if not torch.distributed.is_initialized():  # one process (a single GPU): a group of one, in memory
+            backend = "gloo" if self.device.type == "cpu" else f"{self.device.type}:nccl,cpu:gloo"
+            torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1)
+        mesh = init_device_mesh(self.device.type, (self.world,))
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+        policy = MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32 if half else None)
+        for name, m in {**modules, **teachers}.items():
+            m.to(self.device)
+            if self.world > 1 and name in modules:
+                broadcast_weights(m)
+            if name == "generator" and torch.distributed.get_rank() == 0:
+                self.replica = copy.deepcopy(m).requires_grad_(False)
+            for unit in units(m):
+                fully_shard(unit, mesh=mesh, mp_policy=policy)
+            fully_shard(m, mesh=mesh, mp_policy=policy)
+
+    def reduce_gradients(self, params: list[nn.Parameter]) -> None:
+        """Nothing to do: FSDP2 reduce-scattered each gradient to its shard during backward."""
+
+    def requires_grad_changed(self, module: nn.Module) -> None:
+        """Free the gathered weights of a module whose parameters were switched on or off for a phase. FSDP2
+        copies `requires_grad` onto the gathered weights only when it gathers them, and the network itself is
+        not resharded after a forward without backward (the auxiliary phase runs the generator under no_grad),
+        so without this the next phase would reuse weights that still carry the old flag."""
+        from torch.distributed.fsdp import FSDPModule
+
+        for m in module.modules():
+            if isinstance(m, FSDPModule):
+                m.reshard()
+
+    def full_generator(self, generator: nn.Module) -> nn.Module | None:
+        return self.replica
+
+
+def units(module: nn.Module) -> list[nn.Module]:
+    """The outermost blocks of `module` (by class-name ending, UNIT_SUFFIXES) that hold parameters, deepest
+    first is not needed: a block inside a chosen block is left to its parent."""
+    found: list[nn.Module] = []
+
+    def walk(m: nn.Module) -> None:
+        for child in m.children():
+            if type(child).__name__.endswith(UNIT_SUFFIXES) and any(True for _ in child.parameters()):
+                found.append(child)
+            else:
+                walk(child)
+
+    walk(module)
+    return found
+
+
+def make(kind: str, world: int, device: torch.device) -> Replicated | Sharded:
+    return {"replicated": Replicated, "fsdp": Sharded}[kind](world, device)
