@@ -1,5 +1,6 @@
 """`unidistill teach CONFIG.yaml`, `unidistill distill CONFIG.yaml` (both take [--set key=value ...]
-[--out DIR] [--resume CKPT]) and `unidistill sample RUN_DIR --n N --out FILE.npy`."""
+[--out DIR] [--resume CKPT]), `unidistill sample RUN_DIR --n N --out FILE.npy` and `unidistill estimate
+CONFIG.yaml [--set ...] [--steps N] [--teach]` (memory per process and time per step, before a run)."""
 from __future__ import annotations
 
 import argparse
@@ -123,23 +124,28 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _train(run: RunConfig, out: Path, args) -> int:
+def build_objective(run: RunConfig, out: Path, command: str):
+    """The run's objective for `command` (teach or distill), built under the run's thread count and seed
+    (network initialisation is part of the run's seed); `out` is where the backend may cache files."""
     import torch
-
-    from .trainer import Trainer
 
     if run.train.threads is not None:
         torch.set_num_threads(run.train.threads)
-    torch.manual_seed(run.train.seed)  # network initialisation is part of the run's seed
-    build_objective = run.backend.teach if args.command == "teach" else run.backend.build
-    objective = build_objective(run.cfg, out)
+    torch.manual_seed(run.train.seed)
+    return (run.backend.teach if command == "teach" else run.backend.build)(run.cfg, out)
+
+
+def _train(run: RunConfig, out: Path, args) -> int:
+    from .trainer import Trainer
+
+    objective = build_objective(run, out, args.command)
     trainer = Trainer(objective, run.train, out, resume=args.resume, run_config=run.resolved(),
                       resume_changed=args.resume_changed)
     try:
         metrics = trainer.fit()
-        if trainer.acc.is_main_process and trainer.step >= run.train.steps:
-            with trainer.ema_weights() as net:
-                folder = objective.export(net, out)
+        if trainer.step >= run.train.steps:
+            with trainer.ema_weights() as net:  # every process enters (a sharded run gathers the EMA)
+                folder = objective.export(net, out) if net is not None else None
             if folder is not None:
                 print(f"EMA network exported to {folder}")
     finally:
@@ -147,6 +153,75 @@ def _train(run: RunConfig, out: Path, args) -> int:
     if trainer.acc.is_main_process and metrics:
         print("metrics:", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         print(f"run directory: {out}")
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    """Build the run in a scratch directory (removed afterwards), print its memory per process (engine.memory)
+    and, when that fits, the time per step over --steps training steps after one warm-up step; a run that
+    does not fit exits 2 with one line. Nothing is written where the run itself would write."""
+    import tempfile
+
+    from .recipe import check_recipes
+
+    command = "teach" if args.teach else "distill"
+    try:
+        run = load_run_config(args.config, args.set, command)
+    except ConfigError as err:
+        if args.teach or not _loads(args.config, args.set, "teach"):
+            raise
+        raise ConfigError(f"{err} ({args.config} is a `unidistill teach` config: add --teach)") from None
+    check_recipes(run.cfg, run.backend.offers(run.cfg) if command == "distill" else None)
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    with tempfile.TemporaryDirectory(prefix="unidistill-estimate-") as scratch, memory_guard(run.train.device):
+        return _estimate(run, Path(scratch), command, args.steps)
+
+
+def _loads(config: str, overrides: list[str], command: str) -> bool:
+    """Whether `config` is a valid config for `command`."""
+    try:
+        load_run_config(config, overrides, command)
+    except ConfigError:
+        return False
+    return True
+
+
+def _estimate(run: RunConfig, scratch: Path, command: str, steps: int) -> int:
+    import time
+
+    import torch
+
+    from .memory import advice, estimate
+    from .trainer import Trainer
+
+    trainer = Trainer(build_objective(run, scratch, command), run.train, scratch)
+    main = trainer.acc.is_main_process
+    try:
+        found = estimate(trainer)
+        if main:
+            print(found.table(), flush=True)
+        if not found.fits:
+            cfg = run.train
+            if main:
+                hint = advice(cfg.parallel, cfg.shard_teacher, cfg.activation_checkpointing)
+                print(f"unidistill: error: {found.error(hint)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        sync = torch.cuda.synchronize if trainer.acc.device.type == "cuda" else (lambda: None)
+        trainer.obj.start()
+        for i in range(steps + 1):  # the first step warms up (allocations, kernels, compilation)
+            if i == 1:
+                sync()
+                start = time.perf_counter()
+            trainer.train_step()
+            trainer.step += 1
+        sync()
+        seconds = (time.perf_counter() - start) / steps
+        if main:
+            print(f"time per step: {seconds:.3g} s ({run.train.batch_size / seconds:.4g} examples per second at "
+                  f"train.batch_size {run.train.batch_size}; mean of {steps} steps after one warm-up step)")
+    finally:
+        trainer.end()
     return 0
 
 
@@ -276,6 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--images", action="store_true", help="write pictures in [0, 1], (N, H, W, C), as the pipeline")
     s.set_defaults(fn=cmd_sample)
+    e = sub.add_parser("estimate", help="memory per process and time per step of a run, before training it")
+    e.add_argument("config")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    e.add_argument("--steps", type=int, default=3, help="training steps timed after one warm-up step")
+    e.add_argument("--teach", action="store_true", help="CONFIG is a `unidistill teach` config")
+    e.set_defaults(fn=cmd_estimate)
     try:
         args = p.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error, already printed in one line (2)

@@ -16,11 +16,12 @@ gradient each module steps with is the global-batch mean. They differ in what a 
 Phases that freeze one network and backpropagate through it (SiD and SIM through the fake score, `uni` through
 the discriminator) stay exact under FSDP2: a unit whose parameters do not require grad still all-gathers for
 its backward and simply produces no gradient to reduce (`tests/test_multiprocess.py` compares the weights with
-one process). Weights stay float32; with `train.mixed_precision` bf16 or fp16 the all-gathered copies are cast
-to that dtype (less traffic and memory) and gradients are reduced in float32.
+one process). Weights stay float32 and are gathered in float32; autocast (`train.mixed_precision`) picks each
+op's dtype as in a replicated run, and gradients are reduced in float32.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -87,8 +88,6 @@ class Replicated:
     def requires_grad_changed(self, module: nn.Module) -> None:
         """Nothing to do: the weights are the parameters themselves."""
 
-    def full_generator(self, generator: nn.Module) -> nn.Module:
-        return generator
 
 
 class Sharded:
@@ -100,7 +99,8 @@ class Sharded:
         if not torch.distributed.is_available():
             raise ValueError("train.parallel = 'fsdp' needs torch.distributed, which this PyTorch build lacks")
         self.world, self.device = world, device
-        self.replica: nn.Module | None = None  # process 0's whole generator, for evaluation and export
+        # process 0's whole copy of every trained module, kept on the CPU, for evaluation and export
+        self.replicas: dict[str, nn.Module] = {}
 
     def prepare(self, modules: dict[str, nn.Module], teachers: dict[str, nn.Module], mixed_precision: str) -> None:
         from torch.distributed.device_mesh import init_device_mesh
@@ -110,17 +110,24 @@ class Sharded:
             backend = "gloo" if self.device.type == "cpu" else f"{self.device.type}:nccl,cpu:gloo"
             torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1)
         mesh = init_device_mesh(self.device.type, (self.world,))
-        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
-        policy = MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32 if half else None)
+        # weights are gathered in float32 and autocast picks each op's dtype, as in a replicated run (gathering
+        # them in the half dtype, FSDP2's param_dtype, breaks ops autocast leaves in float32 with half weights:
+        # the CPU's layer norm refuses them); gradients are reduced in float32
+        policy = MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
         for name, m in {**modules, **teachers}.items():
             m.to(self.device)
             if self.world > 1 and name in modules:
                 broadcast_weights(m)
-            if name == "generator" and torch.distributed.get_rank() == 0:
-                self.replica = copy.deepcopy(m).requires_grad_(False)
+            if name in modules and torch.distributed.get_rank() == 0:
+                self.replicas[name] = copy.deepcopy(m).to("cpu")
             for unit in units(m):
                 fully_shard(unit, mesh=mesh, mp_policy=policy)
             fully_shard(m, mesh=mesh, mp_policy=policy)
+            # FSDP2 fixes each unit's gradient dtypes (the reduce dtype of `policy`) at its first forward from
+            # the parameters that require grad then; the first forward of a network may come in a phase that
+            # freezes it (the generator under no_grad in the auxiliary phase), which would leave the policy
+            # unapplied. Initialise now, while the trainable parameters require grad.
+            m._get_fsdp_state()._lazy_init()
 
     def reduce_gradients(self, params: list[nn.Parameter]) -> None:
         """Nothing to do: FSDP2 reduce-scattered each gradient to its shard during backward."""
@@ -136,8 +143,43 @@ class Sharded:
             if isinstance(m, FSDPModule):
                 m.reshard()
 
-    def full_generator(self, generator: nn.Module) -> nn.Module | None:
-        return self.replica
+    def gather(self, name: str, state: dict[str, Tensor]) -> None:
+        """Copy a module's whole state (`state`: its sharded tensors, or the generator's EMA) into process 0's
+        copy, one tensor at a time (a collective: every process calls it with the same keys)."""
+        held = self.replicas[name].state_dict() if self.replicas else None
+        with torch.no_grad():
+            for k, v in state.items():
+                whole = plain(v)
+                if held is not None:
+                    held[k].copy_(whole)
+                del whole
+
+    @contextlib.contextmanager
+    def whole(self, modules: dict[str, nn.Module]):
+        """On process 0, each module *is* its whole copy for the block (True is yielded; the other processes get
+        False): the two objects swap their contents, so every holder of the sharded module (a backend's export
+        reading its discriminator, a loss closure) sees the whole network, on the device; afterwards they swap
+        back and the copies return to the CPU. Call `gather` first."""
+        if not self.replicas:
+            yield False
+            return
+        swapped = []
+        try:
+            for name, m in modules.items():
+                replica = self.replicas[name].to(self.device)
+                _swap(m, replica)
+                swapped.append((m, replica))
+            yield True
+        finally:
+            for m, replica in reversed(swapped):
+                _swap(m, replica)
+                replica.to("cpu")
+
+
+def _swap(a: nn.Module, b: nn.Module) -> None:
+    """Exchange two modules' identities: contents (parameters, buffers, children, hooks) and class."""
+    a.__dict__, b.__dict__ = b.__dict__, a.__dict__
+    a.__class__, b.__class__ = b.__class__, a.__class__
 
 
 def units(module: nn.Module) -> list[nn.Module]:

@@ -24,11 +24,13 @@ from . import parallel
 from .config import TrainConfig, changed_keys
 from .errors import Interrupted, TrainingError
 from .logger import RunLogger
+from .memory import check_static, free_memory, frozen_networks
 from .noise import Noise
 from .objective import Objective, Progress
 from .optim import ModuleOptimizer
 from .parallel import is_dtensor, local, plain
 from .precision import LossScale, autocast
+from .speedups import compile_forward, enable_activation_checkpointing
 
 
 class Trainer:
@@ -44,7 +46,10 @@ class Trainer:
         if "generator" not in objective.modules:
             raise ValueError(f"objective.modules must contain 'generator', has {list(objective.modules)}")
         self.obj, self.cfg, self.out = objective, cfg, Path(out_dir)
-        self.acc = accelerator or Accelerator(cpu=cfg.device == "cpu")
+        # on a machine without CUDA, "auto" is the CPU: accelerate starts its gloo process group only when told
+        # cpu=True (left to guess, it runs every process of `torchrun` as a world of one)
+        cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+        self.acc = accelerator or Accelerator(cpu=cpu)
         if cfg.device == "cuda" and self.acc.device.type != "cuda":
             raise ValueError("train.device is cuda but no CUDA device is available; use auto or cpu")
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
@@ -61,12 +66,22 @@ class Trainer:
         self.par = parallel.make(cfg.parallel, self.world, self.acc.device)
         objective.to(self.acc.device)
         teachers = objective.teachers if cfg.parallel == "fsdp" and cfg.shard_teacher else {}
+        if cfg.activation_checkpointing:
+            nets = {**objective.modules, **objective.teachers}
+            if sum(enable_activation_checkpointing(m) for m in nets.values()) == 0 and self.rank == 0:
+                print("train.activation_checkpointing: no network of this run has blocks that support it (engine DiT "
+                      "blocks, diffusers models); nothing changes", flush=True)
         self.par.prepare(objective.modules, teachers, cfg.mixed_precision)
+        if cfg.compile:  # after sharding, as FSDP2 expects
+            for m in (objective.modules["generator"], *objective.teachers.values()):
+                compile_forward(m)
         for m in objective.frozen.values():
             m.to(self.acc.device)
         self.gen = objective.modules["generator"]
         self.aux_names = [k for k in objective.modules if k != "generator"]
-        check_memory(objective.modules)
+        fsdp = cfg.parallel == "fsdp"
+        check_static(objective.modules, frozen_networks(objective), self.acc.device,
+                     shards=self.world if fsdp else 1, shard_frozen=fsdp and cfg.shard_teacher)
         unknown = sorted(k for k in cfg.lr if k.split(".")[0] not in objective.modules)
         if unknown:
             raise ValueError(f"train.lr names {', '.join(map(repr, unknown))}, which this run does not train; "
@@ -217,14 +232,14 @@ class Trainer:
     @contextlib.contextmanager
     def ema_weights(self):
         """The generator with its EMA weights on the main process, None on the others. Replicated runs load
-        them into the generator for the block; sharded runs gather them (every process must enter) into
-        process 0's whole copy of the generator."""
+        them into the generator for the block; sharded runs gather every trained network (the generator's EMA)
+        into process 0's whole copies, which stand in for the sharded networks during the block (every process
+        must enter: the gathering is collective)."""
         if self.par.sharded:
-            whole = {k: plain(v) for k, v in self.ema.items()}
-            net = self.par.full_generator(self.gen)
-            if net is not None:
-                net.load_state_dict(whole)
-            yield net
+            for name, m in self.obj.modules.items():
+                self.par.gather(name, self.ema if name == "generator" else m.state_dict())
+            with self.par.whole(self.obj.modules) as here:
+                yield self.gen if here else None
             return
         if not self.acc.is_main_process:
             yield None
@@ -544,37 +559,3 @@ def write_config(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, path)
-
-
-def free_memory() -> int | None:
-    """Bytes of memory available now (Linux: MemAvailable, which counts reclaimable cache; other POSIX: free
-    pages), or None where that cannot be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_memory(modules: dict[str, nn.Module]) -> None:
-    """Refuse networks whose weights, gradients, Adam moments and the generator's EMA cannot fit in the
-    memory this machine has free (CPU), before the first step tries to allocate them."""
-    free = free_memory()
-    if free is None:  # not POSIX: no estimate
-        return
-    need = 0
-    for name, m in modules.items():
-        if next(m.parameters(), torch.empty(0)).device.type != "cpu":
-            continue
-        params = sum(p.numel() * p.element_size() for p in m.parameters())
-        trained = sum(p.numel() * p.element_size() for p in m.parameters() if p.requires_grad)
-        need += params + 3 * trained + (params if name == "generator" else 0)
-    if need > free:
-        raise MemoryError(f"the networks need about {need / 2**30:.1f} GiB for weights, gradients, Adam moments and "
-                          f"the EMA; {free / 2**30:.1f} GiB are free")

@@ -58,6 +58,11 @@ if __name__ == "__main__":
     modules = trainer.obj.modules.items()
     weights = {f"{n}.{k}": plain(v).contiguous() for n, m in modules for k, v in m.state_dict().items()}
     weights.update({f"ema.{k}": plain(v).contiguous() for k, v in trainer.ema.items()})
+    with trainer.ema_weights() as net:  # what evaluation and export see: whole networks, the generator's EMA
+        if net is not None:
+            weights.update({f"whole.{n}.{k}": v.detach().clone().contiguous() for n, m in modules
+                            for k, v in m.state_dict().items()})
+            assert not trainer.par.sharded or all(type(v) is torch.Tensor for v in net.state_dict().values())
     if trainer.acc.is_main_process:
         weights["world"] = torch.tensor(trainer.world)
         save_file(weights, str(args.out / "final.safetensors"))

@@ -72,6 +72,10 @@ def test_sharded_two_processes_match_one(tmp_path, shard_teacher):
     two = worker(tmp_path, "two", "--what", "sid", "--parallel", "fsdp", *extra)
     assert (tmp_path / "two" / "checkpoints" / "step_00000012" / "shard-00001-of-00002.safetensors").is_file()
     assert_same(one, two)
+    # evaluation and export see whole networks on process 0: the generator's EMA and the fake score's weights
+    for k in [k for k in two if k.startswith("whole.")]:
+        source = k.replace("whole.generator.", "ema.") if k.startswith("whole.generator.") else k[len("whole."):]
+        assert torch.equal(two[k], two[source]), k
 
 
 @pytest.mark.slow
@@ -101,3 +105,23 @@ def test_sharded_one_process_matches_replicated(tmp_path):
     """train.parallel = fsdp on one process (a process group of one): the same weights as replicated."""
     assert_same(worker(tmp_path, "replicated", "--what", "sid", processes=1),
                 worker(tmp_path, "fsdp", "--what", "sid", "--parallel", "fsdp", processes=1))
+
+
+def test_a_damaged_shard_is_refused(tmp_path):
+    """Each process's shard is in the checkpoint's manifest: one flipped bit, or a shard missing, and the
+    checkpoint is refused naming the file."""
+    from unidistill.engine import checkpoint as ckpt
+
+    worker(tmp_path, "fsdp", "--what", "sid", "--parallel", "fsdp", processes=1)
+    folder = tmp_path / "fsdp" / "checkpoints" / "step_00000012"
+    meta = ckpt.load(folder)[1]
+    assert meta["shards"]["world"] == 1 and "module.generator.weight" in meta["shards"]["keys"]
+    shard = folder / "shard-00000-of-00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match="shard-00000-of-00001.safetensors is truncated or corrupted"):
+        ckpt.load(folder)
+    shard.unlink()
+    with pytest.raises(ckpt.CheckpointError, match="is missing shard-00000-of-00001.safetensors"):
+        ckpt.load(folder)

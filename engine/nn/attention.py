@@ -8,6 +8,7 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 _XFORMERS_OPS: ModuleType | None = None
 _XFORMERS_TRIED = False
@@ -28,6 +29,30 @@ def twice_differentiable():
             yield
     finally:
         _TWICE = before
+
+
+class _Twice:
+    """twice_differentiable() as a context that can be entered again (a recompute per backward)."""
+
+    def __init__(self):
+        self._open: list = []
+
+    def __enter__(self):
+        self._open.append(twice_differentiable())
+        self._open[-1].__enter__()
+
+    def __exit__(self, *exc):
+        return self._open.pop().__exit__(*exc)
+
+
+def checkpointed(fn, *args):
+    """fn(*args) with its activations recomputed in backward instead of stored (non-reentrant checkpoint,
+    `engine.speedups`). A call made inside twice_differentiable() recomputes inside it too, so the
+    recomputed attention keeps its second derivative; elsewhere torch's default contexts are used, which
+    torch.compile requires."""
+    if not _TWICE:
+        return checkpoint(fn, *args, use_reentrant=False)
+    return checkpoint(fn, *args, use_reentrant=False, context_fn=lambda: (contextlib.nullcontext(), _Twice()))
 
 
 def _xformers_ops() -> ModuleType | None:

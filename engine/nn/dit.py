@@ -1,9 +1,10 @@
 """DiT transformer block with adaLN-Zero conditioning (Peebles & Xie 2023, sec. 3.2, Fig. 3)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from .attention import MultiHeadAttention
+from .attention import MultiHeadAttention, checkpointed
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -13,7 +14,12 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 
 class DiTBlock(nn.Module):
     """x + gate * f(adaLN(x, c)) for attention then MLP, adaLN-Zero (Peebles & Xie 2023,
-    sec. 3.2); x (B, L, dim), c (B, dim) -> (B, L, dim); identity at initialisation."""
+    sec. 3.2); x (B, L, dim), c (B, dim) -> (B, L, dim); identity at initialisation.
+
+    With `checkpointing` on (engine.speedups.enable_activation_checkpointing), a forward that records a graph
+    keeps only the block's inputs and recomputes the rest in backward: the same operations, less memory."""
+
+    checkpointing: bool = False
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
@@ -29,6 +35,11 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada[1].bias)
 
     def forward(self, x: Tensor, c: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpointed(self._forward, x, c, key_padding_mask)
+        return self._forward(x, c, key_padding_mask)
+
+    def _forward(self, x: Tensor, c: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)
         h = self.attn(modulate(self.norm1(x), shift1, scale1), key_padding_mask)
         x = x + gate1[:, None] * h
