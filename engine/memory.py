@@ -139,6 +139,7 @@ class Estimate:
     device: str
     free: int | None
     held: int = 0
+    checkpointing: bool = False  # train.activation_checkpointing: backward recomputes the blocks it did not keep
 
     @property
     def total(self) -> int:
@@ -146,11 +147,12 @@ class Estimate:
 
     @property
     def peak(self) -> int:
-        """The planning figure: `total` with the activations counted twice. Autograd's saved tensors are a floor;
-        backward's gradients of those activations and the recomputed blocks come on top. Against measured peak
-        RSS (benchmarks/memory.py, digits UNets of two widths, with and without activation checkpointing) the
-        measured increment over the built run was 0.77x-0.94x of this figure, and 1.3x-2.0x of `total`."""
-        return self.total + self.activations
+        """The planning figure: `total` plus the activations once more (backward holds gradients of the saved
+        activations), twice more with activation checkpointing (backward also recomputes what was not kept).
+        Autograd's saved tensors alone are a floor: against peak RSS measured by benchmarks/memory.py (digits
+        UNets of two widths, with and without checkpointing) the increment of training over the built run was
+        1.3x-2.0x the floor and 0.78x-0.80x this figure."""
+        return self.total + self.activations * (2 if self.checkpointing else 1)
 
     @property
     def fits(self) -> bool:
@@ -161,7 +163,7 @@ class Estimate:
         """One line per part, GiB with two decimals."""
         rows = [(label, getattr(self, k)) for k, label in PARTS.items()]
         rows += [(f"activations at batch {self.batch} per process", self.activations), ("total", self.total),
-                 ("peak to plan for (activations twice)", self.peak)]
+                 ("peak to plan for", self.peak)]
         size, unit = (GiB, "GiB") if self.peak >= GiB else (2**20, "MiB")
         lines = [f"memory per process on {self.device}:"]
         lines += [f"  {label:<42}{b / size:>9.2f} {unit}" for label, b in rows]
@@ -169,7 +171,8 @@ class Estimate:
         lines.append(f"  {'free on ' + self.device:<42}{free:>13} ({self.held / size:.2f} {unit} of the total is "
                      "already allocated)")
         return "\n".join(lines + ["  (total is a floor: backward's gradients of the activations and the allocator's "
-                                  "slack come on top; the peak line counts them as a second copy of the activations)"])
+                                  "slack come on top; the peak counts the activations again, twice with activation "
+                                  "checkpointing)"])
 
     def error(self, advice: str) -> str:
         """The one line that says it does not fit, and `advice` on what to change."""
@@ -255,4 +258,4 @@ def estimate(trainer) -> Estimate:
     device = trainer.acc.device
     held = held_bytes([*_state([*obj.modules.values(), *frozen.values()]), *trainer.ema.values()], device)
     return Estimate(**static, activations=activations, batch=trainer.n, device=str(device),
-                    free=free_memory(device), held=held)
+                    free=free_memory(device), held=held, checkpointing=cfg.activation_checkpointing)

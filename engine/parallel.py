@@ -123,11 +123,6 @@ class Sharded:
             for unit in units(m):
                 fully_shard(unit, mesh=mesh, mp_policy=policy)
             fully_shard(m, mesh=mesh, mp_policy=policy)
-            # FSDP2 fixes each unit's gradient dtypes (the reduce dtype of `policy`) at its first forward from
-            # the parameters that require grad then; the first forward of a network may come in a phase that
-            # freezes it (the generator under no_grad in the auxiliary phase), which would leave the policy
-            # unapplied. Initialise now, while the trainable parameters require grad.
-            m._get_fsdp_state()._lazy_init()
 
     def reduce_gradients(self, params: list[nn.Parameter]) -> None:
         """Nothing to do: FSDP2 reduce-scattered each gradient to its shard during backward."""

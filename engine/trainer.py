@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from . import checkpoint as ckpt
 from . import parallel

@@ -82,6 +82,8 @@ def test_estimate_table_and_fits():
     assert len(lines) == 11 and lines[7].split() == ["total", "8.00", "GiB"] and "activations at batch 64" in lines[6]
     assert lines[8].split()[-2:] == ["10.00", "GiB"] and lines[8].startswith("  peak to plan for")
     assert Estimate(**{**e.__dict__, "free": 9 * 2**30}).fits and Estimate(**{**e.__dict__, "free": None}).fits
+    # checkpointing: backward also recomputes what was not kept, so the activations count three times
+    assert Estimate(**{**e.__dict__, "checkpointing": True}).peak == 12 * 2**30
     assert e.error("try x").startswith("this run needs about 10.00 GiB per process on cpu (1.00 GiB of it already "
                                        "allocated) but 8.00 GiB are free; try x")
 

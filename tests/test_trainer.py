@@ -103,7 +103,8 @@ def test_config_errors_name_key_and_choices():
         build(TrainConfig, {"stepz": 3}, "train")
     with pytest.raises(ConfigError, match="train.steps must be an integer"):
         build(TrainConfig, {"steps": "many"}, "train")
-    with pytest.raises(ConfigError, match="train.mixed_precision = 'fp8' is not allowed; choose one of: no, bf16, fp16"):
+    with pytest.raises(ConfigError, match="train.mixed_precision = 'fp8' is not allowed; choose one of: no, bf16, "
+                                          "fp16"):
         build(TrainConfig, {"mixed_precision": "fp8"}, "train")
     # YAML 1.1 reads a bare `no` as false: the choice it spells is still understood
     assert build(TrainConfig, {"mixed_precision": False}, "train").mixed_precision == "no"

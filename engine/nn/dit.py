@@ -35,9 +35,14 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada[1].bias)
 
     def forward(self, x: Tensor, c: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        if self.checkpointing and torch.is_grad_enabled():
+        if self.checkpointing and torch.is_grad_enabled() and self._needs_graph(x, c):
             return checkpointed(self._forward, x, c, key_padding_mask)
         return self._forward(x, c, key_padding_mask)
+
+    def _needs_graph(self, x: Tensor, c: Tensor) -> bool:
+        """Whether backward will reach this block (an input or a parameter requires grad); a frozen block on
+        inputs without graph stores nothing, and checkpointing it would store its inputs for nothing."""
+        return x.requires_grad or c.requires_grad or any(p.requires_grad for p in self.parameters())
 
     def _forward(self, x: Tensor, c: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)
