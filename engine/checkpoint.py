@@ -65,11 +65,16 @@ def shard_name(rank: int, world: int) -> str:
     return f"shard-{rank:05d}-of-{world:05d}.safetensors"
 
 
+def staging(root: str | Path, step: int) -> Path:
+    """The folder checkpoint `step` is written into before it is renamed into place."""
+    return Path(root) / f"step_{step:08d}.tmp"
+
+
 def begin(root: str | Path, step: int) -> Path:
-    """Create (empty) the folder checkpoint `step` is written into before it is renamed into place."""
+    """Create (empty) the staging folder of checkpoint `step`."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f"step_{step:08d}.tmp"
+    tmp = staging(root, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     return tmp

@@ -27,9 +27,9 @@ import copy
 import torch
 from torch import Tensor, nn
 
-# class-name endings of the blocks sharded as their own FSDP units (the largest match wins; nothing nested)
-UNIT_SUFFIXES = ("DiTBlock", "DownBlock2D", "UpBlock2D", "MidBlock2D", "MidBlock2DCrossAttn", "TransformerBlock",
-                 "DecoderLayer", "EncoderLayer", "Block")
+# class-name endings of the blocks sharded as their own FSDP units (the outermost match; nothing nested): engine
+# DiT and transformers blocks, diffusers down/up/mid blocks, transformers layers
+UNIT_SUFFIXES = ("Block", "Block2D", "Block2DCrossAttn", "DecoderLayer", "EncoderLayer")
 
 
 def is_dtensor(t) -> bool:
@@ -62,7 +62,7 @@ class Replicated:
     def __init__(self, world: int, device: torch.device):
         self.world, self.device = world, device
 
-    def prepare(self, modules: dict[str, nn.Module], teachers: dict[str, nn.Module], mixed_precision: str) -> None:
+    def prepare(self, modules: dict[str, nn.Module], teachers: dict[str, nn.Module]) -> None:
         for m in modules.values():
             m.to(self.device)
             if self.world > 1:
@@ -89,7 +89,6 @@ class Replicated:
         """Nothing to do: the weights are the parameters themselves."""
 
 
-
 class Sharded:
     """FSDP2 over one mesh of all processes: every trained module sharded, the teachers too if asked."""
 
@@ -102,7 +101,7 @@ class Sharded:
         # process 0's whole copy of every trained module, kept on the CPU, for evaluation and export
         self.replicas: dict[str, nn.Module] = {}
 
-    def prepare(self, modules: dict[str, nn.Module], teachers: dict[str, nn.Module], mixed_precision: str) -> None:
+    def prepare(self, modules: dict[str, nn.Module], teachers: dict[str, nn.Module]) -> None:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -147,7 +146,6 @@ class Sharded:
                 whole = plain(v)
                 if held is not None:
                     held[k].copy_(whole)
-                del whole
 
     @contextlib.contextmanager
     def whole(self, modules: dict[str, nn.Module]):
@@ -178,8 +176,8 @@ def _swap(a: nn.Module, b: nn.Module) -> None:
 
 
 def units(module: nn.Module) -> list[nn.Module]:
-    """The outermost blocks of `module` (by class-name ending, UNIT_SUFFIXES) that hold parameters, deepest
-    first is not needed: a block inside a chosen block is left to its parent."""
+    """The outermost blocks of `module` (by class-name ending, UNIT_SUFFIXES) that hold parameters; a block
+    inside a chosen block belongs to that block's unit."""
     found: list[nn.Module] = []
 
     def walk(m: nn.Module) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from torch import Tensor, nn
+from torch import nn
+
+from .parallel import local
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -34,7 +36,7 @@ class LossScale:
     def unscale(self, params: list[nn.Parameter]) -> None:
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
-            torch._foreach_mul_([_local(g) for g in grads], 1.0 / self.scale)
+            torch._foreach_mul_([local(g) for g in grads], 1.0 / self.scale)
 
     def update(self, finite: bool) -> None:
         if not finite:
@@ -49,9 +51,3 @@ class LossScale:
 
     def load(self, state: dict) -> None:
         self.scale, self.good = float(state["scale"]), int(state["good"])
-
-
-def _local(t: Tensor) -> Tensor:
-    from .parallel import local
-
-    return local(t)

@@ -65,13 +65,13 @@ class Trainer:
         # every process starts from rank 0's weights (as DDP does), then holds them whole or sharded
         self.par = parallel.make(cfg.parallel, self.world, self.acc.device)
         objective.to(self.acc.device)
-        teachers = objective.teachers if cfg.parallel == "fsdp" and cfg.shard_teacher else {}
+        teachers = objective.teachers if cfg.shard_teacher else {}  # the config allows it with fsdp only
         if cfg.activation_checkpointing:
             nets = {**objective.modules, **objective.teachers}
             if sum(enable_activation_checkpointing(m) for m in nets.values()) == 0 and self.rank == 0:
                 print("train.activation_checkpointing: no network of this run has blocks that support it (engine DiT "
                       "blocks, diffusers models); nothing changes", flush=True)
-        self.par.prepare(objective.modules, teachers, cfg.mixed_precision)
+        self.par.prepare(objective.modules, teachers)
         if cfg.compile:  # after sharding, as FSDP2 expects
             for m in (objective.modules["generator"], *objective.teachers.values()):
                 compile_forward(m)
@@ -79,9 +79,8 @@ class Trainer:
             m.to(self.acc.device)
         self.gen = objective.modules["generator"]
         self.aux_names = [k for k in objective.modules if k != "generator"]
-        fsdp = cfg.parallel == "fsdp"
         check_static(objective.modules, frozen_networks(objective), self.acc.device,
-                     shards=self.world if fsdp else 1, shard_frozen=fsdp and cfg.shard_teacher)
+                     shards=self.world if self.par.sharded else 1, shard_frozen=cfg.shard_teacher)
         unknown = sorted(k for k in cfg.lr if k.split(".")[0] not in objective.modules)
         if unknown:
             raise ValueError(f"train.lr names {', '.join(map(repr, unknown))}, which this run does not train; "
@@ -135,9 +134,10 @@ class Trainer:
             flags = flags.to(self.acc.device)
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
         finite = bool(flags.min().item())
-        for name, ok in zip(names, flags.tolist()):
-            if name in self.scales:  # an overflow halves that module's scale
-                self.scales[name].update(bool(ok) and finite)
+        if self.scales:  # an overflow halves that module's scale; a step taken counts towards growing it
+            for name, ok in zip(names, flags.tolist()):
+                if not ok or finite:
+                    self.scales[name].update(bool(ok))
         if finite:
             for name in names:
                 self.opt[name].step(self._lr_factor())
@@ -329,7 +329,7 @@ class Trainer:
         if main:
             ckpt.begin(root, self.step)
         self.acc.wait_for_everyone()
-        tmp = root / f"step_{self.step:08d}.tmp"
+        tmp = ckpt.staging(root, self.step)
         ckpt.write_shard(tmp, self.rank, self.world, {k: local(v) for k, v in shards.items()})
         self.acc.wait_for_everyone()
         if main:
