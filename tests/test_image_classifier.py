@@ -59,6 +59,8 @@ def test_real_digits_score_well_and_noise_does_not(evaluator):
     assert held_out["digits_fid"] < 1e-6  # the reference is the held-out split itself
     assert held_out["class_accuracy"] >= 0.95
     assert held_out["confidence"] > 0.8
+    assert held_out["precision"] == held_out["recall"] == 1.0  # every point lies in its own k-NN ball
+    assert held_out["unsure"] == evaluator.ref_unsure < 0.05
 
     train = evaluator(x_tr[:500], y_tr[:500])
     assert 0.1 < train["digits_fid"] < 5.0
@@ -67,14 +69,16 @@ def test_real_digits_score_well_and_noise_does_not(evaluator):
     bad = evaluator(noise, y_ho)
     assert bad["digits_fid"] > 10 * train["digits_fid"]
     assert bad["class_accuracy"] < 0.3
+    assert bad["precision"] < 0.5 * train["precision"] and bad["recall"] < 0.5 * train["recall"]
+    assert bad["unsure"] > 10 * train["unsure"] + 0.1
     shuffled = evaluator(x_ho, y_ho[torch.randperm(500, generator=torch.Generator().manual_seed(1))])
     assert shuffled["class_accuracy"] < 0.3  # accuracy compares against the labels given
 
 
 def test_unlabelled_samples_have_no_accuracy(evaluator):
-    """Without labels the result has digits_fid and confidence only."""
+    """Without labels the result has every metric but class_accuracy."""
     x, _ = load_digits("held_out")
-    assert set(evaluator(x[:100])) == {"digits_fid", "confidence"}
+    assert set(evaluator(x[:100])) == {"digits_fid", "confidence", "unsure", "precision", "recall"}
 
 
 def test_log_prob_is_a_differentiable_reward(clf):
@@ -103,3 +107,4 @@ def test_non_finite_samples_give_nan(evaluator):
     x[7, 0, 0, 0] = float("inf")
     out = evaluator(x, y[:100])
     assert math.isnan(out["digits_fid"]) and math.isnan(out["class_accuracy"])
+    assert all(math.isnan(out[k]) for k in ("unsure", "precision", "recall"))

@@ -16,7 +16,8 @@ class NetConfig:
 
 @dataclass
 class EvalConfig:
-    n_samples: int = bounded(4000, lo=2)  # samples drawn for the metrics
+    n_samples: int = bounded(20000, lo=4)  # samples drawn for the metrics
+    draws: int = bounded(10, lo=2)  # energy distance: mean +- sd over this many disjoint parts of the samples
     radius: float | None = bounded(None, lo=0, lo_open=True)  # within it of a mean is on that mode (default 3 x std)
     min_fraction: float = bounded(0.25, lo=0, hi=1, lo_open=True)  # a mode is covered at this share of its weight
     # a reward run is measured against the exact optimum of max E[r] - beta KL(q || teacher) at this beta

@@ -9,6 +9,7 @@ import torch
 
 from unidistill.engine import process as proc
 from unidistill.engine.builders import build_named
+from unidistill.engine.config import ConfigError
 from unidistill.engine.distill import ContinuousDistillation, ContinuousParts, build_continuous, edm_weight
 from unidistill.engine.objective import Outputs, sample_path
 from unidistill.engine.sampling import sample_ode
@@ -23,6 +24,9 @@ from .rewards import optimum, rewards_for, tilt
 
 
 def build_distill(cfg: GMMConfig, run_dir: Path) -> ContinuousDistillation:
+    if cfg.eval.n_samples // cfg.eval.draws < 2:
+        raise ConfigError(f"config key eval.n_samples = {cfg.eval.n_samples} gives fewer than 2 samples to each of "
+                          f"eval.draws = {cfg.eval.draws}; allowed: n_samples >= 2 * draws")
     mixture = mixture_of(cfg)
     process = build_named(proc.PROCESSES, cfg.process, "process")
     d = mixture.dim

@@ -6,15 +6,16 @@ from collections.abc import Callable
 
 import torch
 
-from unidistill.engine.metrics import energy_distance, gaussian_radius, kl_to, mode_report, sliced_wasserstein
+from unidistill.engine.metrics import energy_draws, floor_draws, gaussian_radius, kl_to, mode_report, sliced_wasserstein
 
 from .config import EvalConfig
 from .mixture import GaussianMixture
 
 
 class Evaluator:
-    """Energy distance (V-statistic) to target samples next to its two-sample floor (true vs true
-    samples of the same size), sliced Wasserstein, mode coverage and the largest mode-weight error; the target
+    """Energy distance (V-statistic) as mean +- sd over `draws` disjoint parts of the samples, each against
+    fresh target samples, next to its floor (fresh true samples under the same protocol), sliced Wasserstein,
+    mode coverage, the largest mode-weight error and the off-mode share over all samples; the target
     is the teacher, or the optimum's mixture p* when `optimum` is given. With a `reward`: its mean, and the KL of
     the samples to the teacher (k-NN estimate), next to the optimum's exact values."""
 
@@ -23,21 +24,26 @@ class Evaluator:
         self.teacher, self.cfg, self.reward, self.optimum = mixture, cfg, reward, optimum
         self.mixture = optimum["mixture"] if optimum is not None else mixture
         self.radius = cfg.radius or gaussian_radius(float(self.mixture.stds.max()), self.mixture.dim)
-        g = torch.Generator().manual_seed(12345)
-        self.target = self.mixture.sample(cfg.n_samples, generator=g)
-        draws = [energy_distance(self.mixture.sample(cfg.n_samples, generator=g),
-                                 self.mixture.sample(cfg.n_samples, generator=g), unbiased=False) for _ in range(5)]
-        self.floor = sum(draws) / len(draws)  # one draw's spread is comparable to its mean
+        self.per_draw = cfg.n_samples // cfg.draws
+        self.floor = floor_draws(self._target, self.per_draw, cfg.draws, torch.Generator().manual_seed(12345))
+
+    def _target(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.mixture.sample(n, generator=generator)
 
     def __call__(self, samples: torch.Tensor) -> dict[str, float]:
         if not torch.isfinite(samples).all():
             return {"energy": float("nan"), "modes_covered": 0.0}
         rep = mode_report(samples, self.mixture.means.float(), self.mixture.weights.float(), self.radius,
                           min_fraction=self.cfg.min_fraction)
+        g = torch.Generator().manual_seed(54321)  # the same target sets at every evaluation
+        energy = energy_draws(samples, self._target, self.cfg.draws, g)
         out = {
-            "energy": energy_distance(samples, self.target, unbiased=False),
-            "energy_floor": self.floor,
-            "sliced_w2": sliced_wasserstein(samples, self.target, generator=torch.Generator().manual_seed(0)),
+            "energy": energy.mean,
+            "energy_sd": energy.sd,
+            "energy_floor": self.floor.mean,
+            "energy_floor_sd": self.floor.sd,
+            "sliced_w2": sliced_wasserstein(samples[: self.per_draw], self._target(self.per_draw, g),
+                                            generator=torch.Generator().manual_seed(0)),
             "modes_covered": float(rep.modes_covered),
             "modes": float(rep.n_modes),
             "max_weight_error": float(rep.max_weight_error),
