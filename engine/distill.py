@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .adversarial import Adversarial, FakeWithHead, FeatureLayer
 from .alignment import ALIGNMENTS, DIDR, Alignment
 from .builders import build_named, check_options, coerce_options
 from .config import ConfigError, OptionError
@@ -60,7 +61,8 @@ class ContinuousDistillation(Objective):
                  fake_weight: Callable | None = None, discriminator: nn.Module | None = None,
                  real: Real | None = None, alignment: Alignment | None = None, condition: Condition | None = None,
                  time_shape: tuple[int, ...] = (), regulariser: Regulariser | None = None,
-                 outputs: Outputs | None = None, offers: Offers | None = None):
+                 adversarial: Adversarial | None = None, outputs: Outputs | None = None,
+                 offers: Offers | None = None):
         super().__init__(outputs)
         self.offers = offers  # what the backend's parts offered (the conformance suite checks its declaration)
         name = type(divergence).__name__
@@ -68,14 +70,17 @@ class ContinuousDistillation(Objective):
             raise ValueError(f"divergence {name} needs a fake score; give it a fake score network")
         if "ratio" in divergence.needs and discriminator is None:
             raise ValueError(f"divergence {name} needs a density-ratio estimator; give it a discriminator")
-        if discriminator is not None and real is None:
+        if (discriminator is not None or adversarial is not None) and real is None:
             raise ValueError("a discriminator needs a source of real samples (teacher samples or data)")
+        if adversarial is not None and not isinstance(fake, FakeWithHead):
+            raise ValueError("an adversarial term needs a fake score with a classifier head (FakeWithHead)")
         self.process, self.teacher, self.divergence = process, teacher, divergence
         self.latents, self.time_sampler = latents, time_sampler
         self.aux_time_sampler = aux_time_sampler or time_sampler
         self.fake_weight = fake_weight or edm_weight()
         self.fake, self.disc, self.real, self.alignment = fake, discriminator, real, alignment
         self.condition, self.time_shape, self.regulariser = condition, tuple(time_shape), regulariser
+        self.adversarial = adversarial
         if isinstance(teacher, nn.Module):
             teacher.requires_grad_(False).eval()
             self.teachers["teacher"] = teacher
@@ -125,8 +130,16 @@ class ContinuousDistillation(Objective):
         if "fake" in trained:
             t = self._times(self.aux_time_sampler, noise, n, progress)
             x_t = self._noisy(x0, t, noise)
-            err = per_element((self.fake(x_t, t, c) - x0) ** 2, t, mean=True)
+            if self.adversarial is None:
+                d = self.fake(x_t, t, c)
+            else:  # the head reads the features of the same forward pass, as in DMD2
+                d, fake_logit = self.fake.both(x_t, t, c)
+            err = per_element((d - x0) ** 2, t, mean=True)
             out["fake"] = per_example(self.fake_weight(t, self.process) * err, mean=True)
+            if self.adversarial is not None:
+                x_real, c_real = self.real(noise, n)
+                real_logit = self.fake.logit(self._noisy(x_real, t, noise), t, self._cond(x_real, c_real))
+                out["fake"] = out["fake"] + self.adversarial.classifier_loss(real_logit, fake_logit)
         if "discriminator" in trained:
             x_real, c_real = self.real(noise, n)
             c_real = self._cond(x_real, c_real)
@@ -155,6 +168,11 @@ class ContinuousDistillation(Objective):
         )
         loss = self.divergence.loss(x0, t, eps, critics)
         logs = {"divergence_loss": loss.detach().mean()}
+        if self.adversarial is not None:  # the non-saturating GAN loss through the frozen fake score and head
+            t_adv = self._times(self.aux_time_sampler, noise, n, progress)
+            logit = self.fake.logit(self._noisy(x0, t_adv, noise), t_adv, c)
+            loss = loss + self.adversarial.generator_loss(logit)
+            logs["adversarial_logit"] = logit.detach().mean()
         if self.alignment is not None:
             # the reward and an anchor generator read the generator's condition, the critics the condition they see
             extra, more = self.alignment.loss(x0, z, latent, self.modules["generator"], noise)
@@ -188,6 +206,8 @@ class ContinuousParts:
     condition: Condition | None = None
     time_shape: tuple[int, ...] = ()
     regulariser: Regulariser | None = None  # extra generator loss terms of the modality (3D: opacity regularisers)
+    # the fake score's layer an adversarial head reads (distill.adversarial), and its channel width; None: not offered
+    fake_features: FeatureLayer | None = None
 
 
 def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: Outputs | None = None,
@@ -205,7 +225,8 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
     if "ratio" not in divergence.needs and recipe.discriminator is not None:
         raise ConfigError(f"config key {where}.discriminator: {name!r} uses no discriminator; remove the section "
                           f"(--set {where}.discriminator=null)")
-    disc_needed = "ratio" in divergence.needs
+    adversarial = build_adversarial(recipe, parts, divergence, name, where)
+    disc_needed = "ratio" in divergence.needs or adversarial is not None
     source = real_source(recipe.real, parts.real, disc_needed, where)
     # the reward first: its factory may refuse this teacher (a digits classifier on RGB), which must
     # happen before the fake score, the discriminator or a teacher pool cost anything
@@ -221,16 +242,43 @@ def build_continuous(recipe: ContinuousRecipe, parts: ContinuousParts, outputs: 
     fake = None
     if "fake" in divergence.needs:
         fake = build_network(parts.fake, dict(recipe.fake or {}), f"{where}.fake", "this modality's fake score")
+        if adversarial is not None:
+            fake = FakeWithHead(fake, parts.fake_features, adversarial.hidden)
     disc = real = None
     if "ratio" in divergence.needs:
         options = dict(recipe.discriminator or {})
         disc = build_network(parts.discriminator, options, f"{where}.discriminator", "this modality's discriminator")
+    if source is not None:
         real = parts.real[source]()
     return ContinuousDistillation(
         process=parts.process, teacher=parts.teacher, generator=parts.generator, latents=parts.latents,
         divergence=divergence, time_sampler=t_gen, aux_time_sampler=t_aux, fake=fake, fake_weight=parts.fake_weight,
         discriminator=disc, real=real, alignment=alignment, condition=parts.condition, time_shape=parts.time_shape,
-        regulariser=parts.regulariser, outputs=outputs, offers=offers_of(parts))
+        regulariser=parts.regulariser, adversarial=adversarial, outputs=outputs, offers=offers_of(parts))
+
+
+def build_adversarial(recipe: ContinuousRecipe, parts: ContinuousParts, divergence: Divergence, name: str,
+                      where: str) -> Adversarial | None:
+    """The adversarial term of `recipe` (None when the section is absent), refused in one line where it cannot
+    work: no fake score in the divergence, no feature layer offered, or one time per element."""
+    if recipe.adversarial is None:
+        return None
+    key = f"{where}.adversarial"
+    if "fake" not in divergence.needs:
+        raise ConfigError(f"config key {key}: the head sits on the fake score and {name!r} trains none; use a "
+                          "divergence with a fake score (ikl, sid, sim, fgm, fdiv, uni)")
+    if parts.fake_features is None:
+        raise ConfigError(f"config key {key}: this modality's fake score names no feature layer for a head; remove "
+                          f"the section (--set {key}=null)")
+    if parts.time_shape:
+        raise ConfigError(f"config key {key}: not available with one noise level per element (time_shape "
+                          f"{parts.time_shape}); remove the section")
+    check_options(Adversarial, recipe.adversarial, key, "the adversarial term")
+    options = coerce_options(Adversarial, dict(recipe.adversarial), key)
+    try:
+        return Adversarial(**options)
+    except OptionError as e:
+        raise ConfigError(f"config key {key}.{e.option} {e}") from None
 
 
 def probe_times(sampler: Callable, process, where: str) -> None:

@@ -27,6 +27,8 @@ class ContinuousRecipe:
     # how the reward enters (engine.alignment): {name: dipp} (default: -alpha * reward, DI++ / DI*), didr {beta,
     # proxy, steps}, reward_instruct {weight, anchor}, surrogate {fit}, reinforce {std}
     alignment: dict[str, Any] | None = None
+    # a classifier head on the fake score's features (engine.adversarial): {weight, fake_weight, hidden}; None = off
+    adversarial: dict[str, Any] | None = None
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Offers:
     discriminator: tuple[str, ...] | None = None  # option names of the discriminator factory; None: none
     real: tuple[str, ...] = ()  # real sources a config may name (a source may depend on the teacher)
     rewards: tuple[str, ...] | None = None  # rewards a config may name; None: none
+    adversarial: bool = False  # the fake score names a feature layer for distill.adversarial's head
 
 
 def offers_of(parts: Any) -> Offers:
@@ -66,7 +69,8 @@ def offers_of(parts: Any) -> Offers:
     fake, disc, rewards = (getattr(parts, k, None) for k in ("fake", "discriminator", "rewards"))
     return Offers(fake=None if fake is None else tuple(options_of(fake)),
                   discriminator=None if disc is None else tuple(options_of(disc)),
-                  real=tuple(parts.real), rewards=None if rewards is None else tuple(rewards.names()))
+                  real=tuple(parts.real), rewards=None if rewards is None else tuple(rewards.names()),
+                  adversarial=getattr(parts, "fake_features", None) is not None)
 
 
 def check_offers(recipe: ContinuousRecipe | DiscreteRecipe, offers: Offers, where: str) -> None:
@@ -82,6 +86,9 @@ def check_offers(recipe: ContinuousRecipe | DiscreteRecipe, offers: Offers, wher
         if options is not None and names is not None:
             check_options(names, options, f"{where}.{key}", what)
     real_source(recipe.real, offers.real, False, where)
+    if getattr(recipe, "adversarial", None) is not None and not offers.adversarial:
+        raise ConfigError(f"config key {where}.adversarial: this modality's fake score names no feature layer for a "
+                          f"head; remove the section (--set {where}.adversarial=null)")
     reward = getattr(recipe, "reward", None)
     if isinstance(reward, dict) and isinstance(reward.get("name"), str):
         if offers.rewards is None:

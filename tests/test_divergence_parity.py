@@ -231,3 +231,16 @@ def test_per_token_times_sum_the_per_time_divergences(name, opts, process):
         exact = torch.autograd.grad(sum(c.kl_qp() * c.process.sigma(c.t).item() ** 2 / c.process.alpha(c.t).item()
                                         ** 2 for c in cases), cases[0].params())
         close(got, exact, rtol=1e-6)
+
+
+@pytest.mark.parametrize("f", ["fkl", "rkl", "js"])
+@pytest.mark.parametrize("process,t", [CASES[0], CASES[2]], ids=[IDS[0], IDS[2]])
+def test_uni_released_form_is_sid_alpha_one_whatever_f(f, process, t):
+    """The released Uni-Instruct code's base term: SiD with alpha = 1 (Term1 / 2 only), no density ratio."""
+    case = GaussianCase(process, t)
+    uni = DIVERGENCES.get("uni")(f=f, weighting="unit", form="released")
+    assert uni.needs == frozenset({"fake"})
+    term1, _ = case.score_terms(l2)
+    close(case.estimator_grad(uni), [0.5 * t1 for t1 in term1])
+    with pytest.raises(Exception, match="expanded, released"):
+        DIVERGENCES.get("uni")(form="paper")

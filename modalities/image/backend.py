@@ -16,7 +16,7 @@ class ImageBackend(Backend):
 
     def offers(self, cfg: ImageConfig) -> Offers:
         return Offers(fake=(), discriminator=("width",), real=("teacher", "data"),  # data: digits teachers
-                      rewards=("classifier", "contrast", "loop"))
+                      rewards=("classifier", "contrast", "loop"), adversarial=True)
 
     def build(self, cfg: ImageConfig, run_dir: Path):
         from .distill import build_distill

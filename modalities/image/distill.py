@@ -11,6 +11,7 @@ from unidistill.engine.config import ConfigError
 from unidistill.engine.distill import ContinuousDistillation, ContinuousParts, build_continuous, edm_weight
 from unidistill.engine.objective import Outputs, sample_path
 from unidistill.engine.registry import Registry
+from unidistill.modalities.shared.denoiser import feature_layer
 from unidistill.modalities.shared.pictures import save_grid
 from unidistill.modalities.shared.sampling import sample_teacher
 from unidistill.modalities.shared.student import draw_student, make_student, trainable_copy
@@ -47,7 +48,8 @@ def build_distill(cfg: ImageConfig, run_dir: Path) -> ContinuousDistillation:
               f"{teacher.shape} samples with {den.num_conds} conditions, so evaluation logs no metrics", flush=True)
     parts = ContinuousParts(process=den.process, teacher=den, generator=generator, latents=latents,
                             fake=lambda: trainable_copy(den), fake_weight=edm_weight(sigma_data),
-                            discriminator=discriminator, real=real, rewards=_rewards(teacher))
+                            discriminator=discriminator, real=real, rewards=_rewards(teacher),
+                            fake_features=feature_layer)
 
     def evaluate(g):
         if not is_digits(teacher):

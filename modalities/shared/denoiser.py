@@ -141,3 +141,13 @@ def time_of_sigma(process: GaussianProcess, sigma_hat: float) -> float:
     if not math.isfinite(sigma_hat) or sigma_hat <= 0:
         raise ValueError(f"a noise level sigma must be a positive number, got {sigma_hat}")
     return float(t_of_sigma_hat(process, torch.tensor(sigma_hat, dtype=torch.float64)))
+
+
+def feature_layer(den: DiffusersDenoiser) -> tuple[nn.Module, int]:
+    """The layer an adversarial head reads (engine.adversarial) and its width: a UNet's middle block (the
+    bottleneck, as DMD2 and Uni-Instruct use), a DiT's middle transformer block."""
+    net = den.net
+    if den.kind == "DiTTransformer2DModel":
+        blocks = net.transformer_blocks
+        return blocks[len(blocks) // 2], net.inner_dim
+    return net.mid_block, net.config.block_out_channels[-1]

@@ -14,7 +14,7 @@ class GMMBackend(Backend):
 
     def offers(self, cfg: GMMConfig) -> Offers:
         return Offers(fake=("hidden", "depth"), discriminator=("hidden", "depth"), real=("data", "teacher"),
-                      rewards=("inside", "linear", "quadratic"))
+                      rewards=("inside", "linear", "quadratic"), adversarial=True)
 
     def build(self, cfg: GMMConfig, run_dir: Path):
         from .distill import build_distill

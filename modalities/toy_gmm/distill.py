@@ -63,7 +63,8 @@ def build_distill(cfg: GMMConfig, run_dir: Path) -> ContinuousDistillation:
         process=process, teacher=teacher, generator=generator,
         latents=lambda noise, n, progress: (noise.randn(n, latent), None),
         fake=fake, fake_weight=edm_weight(sigma_data), discriminator=discriminator,
-        real={"data": data, "teacher": teacher_samples}, rewards=rewards, exact_tilt=exact_tilt)
+        real={"data": data, "teacher": teacher_samples}, rewards=rewards, exact_tilt=exact_tilt,
+        fake_features=lambda net: (net.net[-2], net.net[-1].in_features))  # the last hidden layer
     outputs = Outputs(evaluate=lambda g: ev()(draw(g, cfg.eval.n_samples)), save_samples=save_samples)
     return build_continuous(cfg.distill, parts, outputs)
 
