@@ -166,3 +166,26 @@ def test_toy_config_errors(tmp_path, sets, expect):
     with pytest.raises(ConfigError, match=expect):
         cfg = build(backend.Config, {k: v for k, v in raw.items() if k not in ("modality", "train")}, "")
         backend.build(cfg, tmp_path)
+
+
+def test_trainer_checkpoints_the_head_and_resumes_exactly(tmp_path):
+    from unidistill.engine.config import TrainConfig
+    from unidistill.engine.trainer import Trainer
+
+    def objective():
+        return student(Adversarial(weight=0.1, hidden=16))
+
+    def train_cfg():
+        return TrainConfig(steps=12, batch_size=32, lr={"generator": 1e-3, "fake": 1e-3}, checkpoint_every=6,
+                           progress=False, device="cpu", log_every=3)
+
+    full = Trainer(objective(), train_cfg(), tmp_path / "full")
+    full.fit()
+    part = Trainer(objective(), train_cfg(), tmp_path / "part")
+    part.fit(stop_at=6)
+    resumed = Trainer(objective(), train_cfg(), tmp_path / "part")
+    resumed.fit()
+    a, b = full.obj.modules["fake"].state_dict(), resumed.obj.modules["fake"].state_dict()
+    assert any(k.startswith("head.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "adversarial_logit" in (tmp_path / "full" / "log.csv").read_text().splitlines()[0]
