@@ -30,6 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import read_result, replace_section, write_result
 
+from unidistill.engine.metrics import Estimate
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "image"
 RUNS = ROOT / "runs" / "bench_image"
@@ -312,13 +314,15 @@ def pr_cell(row: dict, suffix: str = "") -> str:
     return "-" if p == r == "-" else f"{p} / {r}"
 
 
+def fid_estimate(row: dict) -> Estimate | None:
+    """digits-FID over the row's draws, None when it has none."""
+    return Estimate.of(row["fid_draws"]) if row.get("fid_draws") else None
+
+
 def fid_cell(row: dict) -> str:
     """digits-FID mean +- sd over the row's draws, "-" when it has none."""
-    v = row.get("fid_draws")
-    if not v:
-        return "-"
-    t = torch.tensor(v, dtype=torch.float64)
-    return f"{float(t.mean()):.2f} ± {float(t.std()):.2f}"
+    e = fid_estimate(row)
+    return "-" if e is None else f"{e:.2f}"
 
 
 def draws_summary(teachers: list[dict], students: dict) -> list[str]:
@@ -328,19 +332,13 @@ def draws_summary(teachers: list[dict], students: dict) -> list[str]:
     s = {k: v for k, v in students.items() if v.get("fid_draws")}
     if not t or not s:
         return []
-
-    def stats(v):
-        x = torch.tensor(v, dtype=torch.float64)
-        return float(x.mean()), float(x.std()) / len(v) ** 0.5
-
-    bt = min(t, key=lambda r: stats(r["fid_draws"])[0])
-    bs = min(s, key=lambda k: stats(s[k]["fid_draws"])[0])
-    (mt, et), (ms, es) = stats(bt["fid_draws"]), stats(s[bs]["fid_draws"])
-    z = (ms - mt) / (et**2 + es**2) ** 0.5
-    verdict = "lower" if z < -2 else "higher" if z > 2 else "not distinguishable"
+    bt = min(t, key=lambda r: fid_estimate(r).mean)
+    bs = min(s, key=lambda k: fid_estimate(s[k]).mean)
+    et, es = fid_estimate(bt), fid_estimate(s[bs])
+    verdict = "lower" if es.lower_than(et) else "higher" if et.lower_than(es) else "not distinguishable"
     return [f"Over {FID_DRAWS} draws: best teacher {bt['sampler']} {fid_cell(bt)}; best one-step student {bs} "
-            f"{fid_cell(s[bs])}, {ms / mt:.2f}x the teacher's ({verdict} at 2 standard errors; goal at most 1x: "
-            f"{'met' if ms <= mt else 'not met'})."]
+            f"{fid_cell(s[bs])}, {es.mean / et.mean:.2f}x the teacher's ({verdict} at 2 standard errors; goal at "
+            f"most 1x: {'met' if es.mean <= et.mean else 'not met'})."]
 
 
 def table(result: dict) -> str:
