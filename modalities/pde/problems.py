@@ -1,5 +1,6 @@
 """The PDEs of the backend, each a small object: how to draw solver data, which channels a sample
-holds, which of them is the coefficient, and the discrete residual the solver satisfies.
+holds, which of them is the coefficient, the discrete residual the solver satisfies, and `solve`: the
+solver's solution for a sample's own coefficient (what a generated solution is measured against).
 
 A sample is a joint field x (C, N, N) in physical units (coefficient and solution as channels).
 `relative_residual` = ||residual(x)||_2 / ||scale(x)||_2 per sample, the number reported everywhere."""
@@ -48,6 +49,10 @@ class Darcy:
         a = np.where(g >= 0, 12.0, 3.0) if self.coefficient == "threshold" else np.exp(g)
         return np.stack([np.log(a), elliptic.solve_darcy(a)], axis=1)
 
+    def solve(self, x: np.ndarray) -> np.ndarray:
+        """x (n, 2, N, N) with the solution channel replaced by the solver's u for x's coefficient exp(log a)."""
+        return np.stack([x[:, 0], elliptic.solve_darcy(np.exp(x[:, 0]))], axis=1)
+
     def residual(self, x: Tensor) -> Tensor:
         x = _fields(x, 2, self.name)
         return elliptic.darcy_residual(torch.exp(x[:, 0]), x[:, 1], 1.0)
@@ -77,6 +82,10 @@ class Helmholtz:
     def generate(self, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
         f = gaussian_random_field(n, size, rng)
         return np.stack([f, elliptic.solve_helmholtz(f, self.k)], axis=1)
+
+    def solve(self, x: np.ndarray) -> np.ndarray:
+        """x (n, 2, N, N) with the solution channel replaced by the solver's u for x's source f."""
+        return np.stack([x[:, 0], elliptic.solve_helmholtz(x[:, 0], self.k)], axis=1)
 
     def residual(self, x: Tensor) -> Tensor:
         x = _fields(x, 2, self.name)
@@ -124,6 +133,12 @@ class Burgers:
 
         u0 = burgers_initial_conditions(n, size, rng)
         return solve_burgers(u0, steps=size, t_end=self.t_end, nu=self.nu)[:, None]
+
+    def solve(self, x: np.ndarray) -> np.ndarray:
+        """x (n, 1, T, N) with rows 1.. replaced by the solver's evolution of x's initial row."""
+        from .burgers import solve_burgers
+
+        return solve_burgers(x[:, 0, 0], steps=x.shape[-2], t_end=self.t_end, nu=self.nu)[:, None]
 
     def residual(self, x: Tensor) -> Tensor:
         from .burgers import burgers_residual
