@@ -65,6 +65,8 @@ def overrides(path: Path, fixtures: dict[str, Path]) -> list[str]:
         extra = [f"data={fixtures['pde_' + pde]}", "network.sample_size=16", "eval.n_samples=4", "eval.steps=2"]
     elif modality == "pde":
         extra = ["eval.n_samples=8"]
+        if data.get("condition"):  # a one-pass solver: a few training and held-out problems
+            extra += ["condition.instances=16", "condition.eval_instances=4"]
     elif modality == "3d" and teach:
         extra = ["eval.n_samples=2", "eval.steps=2"]
     elif modality == "3d":
@@ -84,7 +86,7 @@ def make_fixtures(root: Path) -> dict[str, Path]:
     from pde_fixtures import tiny_pde_data
 
     return {"sd": tiny_sd_teacher(root / "sd"),
-            **{f"pde_{p}": tiny_pde_data(root / f"data_{p}", p) for p in ("darcy", "poisson")}}
+            **{f"pde_{p}": tiny_pde_data(root / f"data_{p}", p) for p in ("darcy", "poisson", "helmholtz", "burgers")}}
 
 
 def tensor_digest(tensors: dict) -> str:

@@ -72,6 +72,11 @@ class Backend:
         """The trained run's generator and its decoding, without the teacher pool, fake score or the rest."""
         raise NotImplementedError
 
+    def exported_sampler(self, folder: Path) -> Sampler:
+        """The sampler of an exported student folder (its `student.json` names this modality), weights loaded: what
+        `unidistill sample FOLDER` draws from when FOLDER is not a run directory (a shipped student)."""
+        raise NotImplementedError
+
     def offers(self, cfg: Any) -> Offers | None:
         """What this config's parts will offer its recipe (fake-score and discriminator option names, real
         sources, rewards), read from the config alone and without torch, so that a typo in those keys is

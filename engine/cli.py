@@ -246,12 +246,12 @@ def prepare_out(out: Path) -> Path:
 def cmd_sample(args) -> int:
     """Samples from a run's EMA generator: the backend's sampler builds the generator and its decoding only."""
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
     if args.n < 1:
         raise ConfigError(f"--n must be positive, got {args.n}")
     if not 0 <= args.seed < 2**63:
         raise ConfigError(f"--seed must be in [0, 2^63), got {args.seed}")
+    if not (run_dir / "config.yaml").is_file():
+        return _sample_exported(run_dir, args)
     try:
         run = load_run_config(run_dir / "config.yaml")
     except ConfigError as err:
@@ -271,6 +271,39 @@ def cmd_sample(args) -> int:
     _load_weights(sampler.generator, tensors, "ema.", "generator")
     for name, module in sampler.modules.items():
         _load_weights(module, tensors, f"module.{name}.", name)
+    return _draw(sampler, args, run.modality)
+
+
+def _sample_exported(folder: Path, args) -> int:
+    """`unidistill sample` on an exported student folder: student.json names the modality that reads it."""
+    import json
+
+    meta = folder / "student.json"
+    try:
+        modality = json.loads(meta.read_text()).get("modality") if meta.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        modality = None
+    if not isinstance(modality, str):
+        raise ConfigError(f"{folder} is neither a run directory (no config.yaml) nor an exported student "
+                          "(no student.json naming its modality)")
+    if not Path(args.out).parent.is_dir():
+        raise ConfigError(f"--out {args.out}: the folder {Path(args.out).parent} does not exist")
+    from .backend import get_backend
+
+    backend = get_backend(modality)
+    try:
+        sampler = backend.exported_sampler(folder)
+    except NotImplementedError:
+        raise ConfigError(f"modality {modality!r} cannot sample from an exported folder; sample its run "
+                          "directory") from None
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"{folder}: {e}") from None
+    return _draw(sampler, args, modality)
+
+
+def _draw(sampler, args, modality: str) -> int:
+    import torch
+
     for module in (sampler.generator, *sampler.modules.values()):
         module.eval().requires_grad_(False)
     torch.manual_seed(args.seed)  # for samplers that draw from the global generator
@@ -279,7 +312,7 @@ def cmd_sample(args) -> int:
     values = drawn.values
     if args.images:
         if sampler.images is None:
-            raise ConfigError(f"--images: modality {run.modality!r} does not make pictures")
+            raise ConfigError(f"--images: modality {modality!r} does not make pictures")
         values = sampler.images(values)
     out = Path(args.out)
     _save_npy(out, values)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from example_commands import command_of
 
@@ -50,6 +51,8 @@ def fast_overrides(path: Path, tiny_teachers: dict[str, Path] | None = None) -> 
                  "eval.steps=2"]
     elif data.get("modality") == "pde":
         extra = [f"teacher={tiny_teachers['pde_' + data['teacher']]}", "eval.n_samples=4"]
+        if data.get("condition"):  # a one-pass solver: a few training and held-out problems
+            extra += ["condition.instances=16", "condition.eval_instances=4"]
     if data.get("modality") == "3d" and teach:  # the 3D teacher: tiny network and renders
         extra = ["network.sample_size=8", "network.block_out_channels=[8, 16, 16]", "network.norm_num_groups=4",
                  "network.attention_head_dim=4", "n_samples=8", "eval.n_samples=2", "eval.steps=2"]
@@ -83,7 +86,7 @@ def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
     return {"digits": tiny_digits_teacher(root / "edm"), "digits_flow": tiny_digits_teacher(root / "flow", FLOW),
             "/path/to/stable-diffusion-v1-5": tiny_sd_teacher(root / "sd"),
             "text": tiny_mdlm(root / "mdlm"), "judge": tiny_judge(root / "judge"),
-            **{f"pde_{p}": tiny_pde_teacher(root / p, p) for p in ("darcy", "poisson")},
+            **{f"pde_{p}": tiny_pde_teacher(root / p, p) for p in ("darcy", "poisson", "helmholtz", "burgers")},
             "3d": tiny_threed_teacher(root / "3d"), "3d_sd": tiny_sd_teacher(root / "3d_sd"),
             "mar": tiny_mar_teacher(root / "mar")}
 
@@ -111,7 +114,7 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
     if teach and modality == "pde":  # a PDE teacher folder: diffusers UNet + scheduler + pde.json
         from unidistill.modalities.pde.io import load_teacher
 
-        assert load_teacher(tmp_path / "teacher").shape == (2, 16, 16)
+        assert load_teacher(tmp_path / "teacher").shape[1:] == (16, 16)
         assert list((tmp_path / "samples").glob("*.png"))
         return
     if teach and modality == "3d":  # a 3D teacher folder: diffusers UNet + scheduler + conditioning + threed.json
@@ -145,6 +148,15 @@ def test_every_example_runs_and_samples(config, tmp_path, tiny_teachers):
 
         gen, spec = load_student(tmp_path)
         assert spec.shape == (2, 16, 16) and gen.n_steps == len(yaml.safe_load(config.read_text())["student_sigmas"])
+        if gen.condition is not None:  # a one-pass solver answers problems, it does not sample
+            from unidistill.modalities.pde.conditional import solve_with_conditional
+            from unidistill.modalities.pde.inverse import make_problem
+
+            x = torch.from_numpy(spec.pde.generate(3, 16, np.random.default_rng(0)))
+            answer, passes = solve_with_conditional(gen, spec, make_problem(spec, x, "forward", 0.1))
+            assert answer.shape == (3, 2, 16, 16) and passes == 1
+            assert main(["sample", str(tmp_path), "--n", "2", "--out", str(tmp_path / "s.npy")]) == 2
+            return
     if yaml.safe_load(config.read_text()).get("modality") == "image":  # a student exports a diffusers pipeline
         from unidistill.modalities.image.io import load_student
 

@@ -140,7 +140,7 @@ def test_teacher_folder_checks(teachers, tmp_path):
     info = json.loads((src / "pde.json").read_text())
     info["size"] = 32
     (src / "pde.json").write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="the network is 2 channels at 16x16, but pde.json says poisson"):
+    with pytest.raises(ValueError, match="the network is 2 -> 2 channels at 16x16, but pde.json says poisson"):
         load_teacher(src)
     shutil.rmtree(src / "unet")
     with pytest.raises(FileNotFoundError, match="has no unet"):
@@ -157,3 +157,23 @@ def test_shipped_teachers_load_with_their_pde(name):
     assert t.info["residual_floor"]["float64"] < 1e-12  # the data it was trained on was at round-off
     x = torch.from_numpy(t.pde.generate(2, 32, np.random.default_rng(0)))
     torch.testing.assert_close(t.norm.to_physical(t.norm.to_model(x)), x)
+
+
+def test_unidistill_sample_reads_an_exported_student_folder(teachers, tmp_path, capsys):
+    from unidistill.engine.cli import main as cli
+
+    t = teachers["darcy"]
+    gen = make_student(t.denoiser, [5.0])
+    folder = save_student(gen, t, [5.0], tmp_path / "student")
+    assert json.loads((folder / "student.json").read_text())["modality"] == "pde"
+    assert cli(["sample", str(folder), "--n", "3", "--seed", "2", "--out", str(tmp_path / "x.npy")]) == 0
+    x = np.load(tmp_path / "x.npy")
+    want = t.norm.to_physical(sample_student(gen, t, 3, seed=2).double()).numpy()
+    np.testing.assert_allclose(x, want, rtol=1e-6, atol=1e-12)
+    from unidistill.modalities.pde.distill import conditional_student
+
+    cond = save_student(conditional_student(t, [5.0]), t, [5.0], tmp_path / "cond", condition={"kinds": ["forward"]})
+    assert cli(["sample", str(cond), "--n", "1", "--out", str(tmp_path / "y.npy")]) == 2
+    assert "answers forward and inverse problems" in capsys.readouterr().err
+    assert cli(["sample", str(tmp_path / "nothing"), "--n", "1", "--out", str(tmp_path / "y.npy")]) == 2
+    assert "neither a run directory" in capsys.readouterr().err

@@ -32,6 +32,11 @@ class PDEBackend(Backend):
 
         return sampler(cfg)
 
+    def exported_sampler(self, folder: Path) -> Sampler:
+        from .io import exported_sampler
+
+        return exported_sampler(folder)
+
     def smoke_config(self, workdir: Path) -> dict:
         from .io import write_tiny_teacher
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from unidistill.engine.config import bounded
 from unidistill.engine.recipe import ContinuousRecipe
@@ -11,6 +11,19 @@ from unidistill.engine.recipe import ContinuousRecipe
 @dataclass
 class EvalConfig:
     n_samples: int = bounded(256, lo=2)  # student samples whose relative residual and channel spread are logged
+
+
+@dataclass
+class ConditionConfig:
+    """An observation-conditioned student (conditional.py): one pass answers forward / inverse problems."""
+
+    kinds: list[Literal["forward", "inverse"]] = field(default_factory=lambda: ["forward", "inverse"])
+    fraction: float = bounded(0.03, lo=0, hi=1, lo_open=True)  # observed share of solution points
+    instances: int = bounded(2000, lo=1)  # solver fields the training problems are drawn from (seed `seed`)
+    data: str | None = None  # or the train split of a dataset folder (python -m unidistill.modalities.pde.data)
+    seed: int = 0
+    obs_weight: float = bounded(100.0, lo=0)  # weight of the mean squared misfit at observed entries (model space)
+    eval_instances: int = bounded(32, lo=1)  # held-out problems (seed + 1) scored at each evaluation
 
 
 def _recipe() -> ContinuousRecipe:
@@ -27,6 +40,7 @@ class PDEConfig:
     # reward `residual` {alpha, through: solution | all} is Phys-Instruct's PDE guidance, alpha its lambda
     distill: ContinuousRecipe = field(default_factory=_recipe)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    condition: ConditionConfig | None = None  # set: the student is conditioned on observations (one-pass solver)
 
 
 @dataclass

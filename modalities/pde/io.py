@@ -19,7 +19,10 @@ from .config import PDEConfig
 from .teacher import Normaliser, PDETeacher
 
 WEIGHTS = Path(__file__).parent / "weights"
-SHIPPED = {"darcy": WEIGHTS / "darcy_edm", "poisson": WEIGHTS / "poisson_edm"}
+SHIPPED = {p: WEIGHTS / f"{p}_edm" for p in ("darcy", "poisson", "helmholtz", "burgers")}
+# distilled students (`load_student("darcy")`, `unidistill sample modalities/pde/weights/darcy_student`)
+SHIPPED_STUDENTS = {"darcy": WEIGHTS / "darcy_student", "poisson": WEIGHTS / "poisson_student",
+                    "darcy_solver": WEIGHTS / "darcy_solver", "poisson_solver": WEIGHTS / "poisson_solver"}
 
 
 def write_info(folder: Path, pde, size: int, norm: Normaliser, floor: dict) -> None:
@@ -32,8 +35,9 @@ def write_info(folder: Path, pde, size: int, norm: Normaliser, floor: dict) -> N
     os.replace(tmp, folder / "pde.json")
 
 
-def load_teacher(source: str | Path) -> PDETeacher:
-    """A shipped teacher by PDE name, or a local folder laid out as above."""
+def load_teacher(source: str | Path, concat: int = 0) -> PDETeacher:
+    """A shipped teacher by PDE name, or a local folder laid out as above (`concat`: the network also reads that
+    many condition channels, as an observation-conditioned student's does)."""
     from diffusers import UNet2DModel
 
     from unidistill.modalities.shared.denoiser import DiffusersDenoiser
@@ -60,10 +64,11 @@ def load_teacher(source: str | Path) -> PDETeacher:
 
     net = load_weights(UNet2DModel, folder / "unet")
     c, size = len(pde.channels), info["size"]
-    if net.config.in_channels != c or net.config.out_channels != c or net.config.sample_size != size:
-        raise ValueError(f"teacher {folder}: the network is {net.config.in_channels} channels at "
-                         f"{net.config.sample_size}x{net.config.sample_size}, but pde.json says {pde.name} "
-                         f"({c} channels) at {size}x{size}")
+    if net.config.in_channels != c + concat or net.config.out_channels != c or net.config.sample_size != size:
+        raise ValueError(f"teacher {folder}: the network is {net.config.in_channels} -> {net.config.out_channels} "
+                         f"channels at {net.config.sample_size}x{net.config.sample_size}, but pde.json says "
+                         f"{pde.name} ({c} channels{f' + {concat} condition channels' if concat else ''}) at "
+                         f"{size}x{size}")
     _, param, process = read_scheduler(folder)
     den = DiffusersDenoiser(net.eval(), param, process).requires_grad_(False)
     norm = Normaliser(torch.tensor(info["mean"]), torch.tensor(info["std"]))
@@ -94,11 +99,17 @@ def save_teacher(den, teacher_like: PDETeacher, folder: Path, scheduler: dict | 
     return folder
 
 
-def save_student(generator, teacher: PDETeacher, sigmas: list[float], folder: str | Path) -> Path:
-    """The teacher layout for the student's network plus student.json (its noise levels)."""
-    folder = save_teacher(generator.denoiser, teacher, Path(folder))
+def save_student(generator, teacher: PDETeacher, sigmas: list[float], folder: str | Path,
+                 condition: dict | None = None) -> Path:
+    """The teacher layout for the student's network plus student.json (its noise levels, and for an
+    observation-conditioned student the `condition` section it was trained with)."""
+    den = getattr(generator.denoiser, "den", generator.denoiser)  # an ObservedDenoiser wraps the network
+    folder = save_teacher(den, teacher, Path(folder))
     tmp = folder / "student.json.tmp"
-    tmp.write_text(json.dumps({"sigmas": list(map(float, sigmas))}, indent=2))
+    info = {"modality": "pde", "sigmas": list(map(float, sigmas))}
+    if condition is not None:
+        info["condition"] = condition
+    tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, folder / "student.json")
     return folder
 
@@ -107,14 +118,23 @@ def load_student(source: str | Path):
     """(generator, its PDE description) from a student folder or a run directory holding student/."""
     from unidistill.modalities.shared.student import StudentGenerator, student_times
 
-    folder = Path(source)
+    folder = SHIPPED_STUDENTS.get(str(source), Path(source))
     if (folder / "student").is_dir():
         folder = folder / "student"
     if not (folder / "student.json").is_file():
         raise FileNotFoundError(f"{source} is not a PDE student (no student.json); distil one with unidistill distill")
-    spec = load_teacher(folder)
-    sigmas = json.loads((folder / "student.json").read_text())["sigmas"]
-    gen = StudentGenerator(spec.denoiser, student_times(spec.denoiser.process, sigmas)).eval()
+    info = json.loads((folder / "student.json").read_text())
+    if "condition" in info:  # the network reads 2C condition channels (conditional.py)
+        from .conditional import ObservedDenoiser
+
+        channels = json.loads((folder / "pde.json").read_text()).get("channels", [])
+        spec = load_teacher(folder, concat=2 * len(channels))
+        den = ObservedDenoiser(spec.denoiser, spec)
+    else:
+        spec = load_teacher(folder)
+        den = spec.denoiser
+    gen = StudentGenerator(den, student_times(spec.denoiser.process, info["sigmas"])).eval()
+    gen.condition = info.get("condition")  # None for an unconditional student
     return gen, spec
 
 
@@ -130,6 +150,10 @@ def sampler(cfg: PDEConfig) -> Sampler:
     from unidistill.modalities.shared.student import make_student
 
     teacher = load_pde_teacher(cfg.teacher)
+    if cfg.condition is not None:
+        raise ConfigError("config key condition: this student answers forward and inverse problems from "
+                          "observations; call unidistill.modalities.pde.conditional.solve_with_conditional "
+                          "(docs/pde.md) instead of unidistill sample")
     try:
         generator = make_student(teacher.denoiser, cfg.student_sigmas)
     except ValueError as e:
@@ -139,6 +163,21 @@ def sampler(cfg: PDEConfig) -> Sampler:
         x = teacher.norm.to_physical(sample_student(g, teacher, n, seed).double()).numpy()
         return Drawn(x, about=f"{teacher.pde.name} fields (N, C, H, W) in physical units, channels "
                               f"{', '.join(teacher.pde.channels)}")
+
+    return Sampler(generator, draw)
+
+
+def exported_sampler(folder: Path) -> Sampler:
+    """`unidistill sample` on an exported (or shipped) unconditional student folder."""
+    generator, spec = load_student(folder)
+    if generator.condition is not None:
+        raise ValueError("this student answers forward and inverse problems from observations; call "
+                         "unidistill.modalities.pde.conditional.solve_with_conditional (docs/pde.md)")
+
+    def draw(g, n: int, seed: int) -> Drawn:
+        x = spec.norm.to_physical(sample_student(g, spec, n, seed).double()).numpy()
+        return Drawn(x, about=f"{spec.pde.name} fields (N, C, H, W) in physical units, channels "
+                              f"{', '.join(spec.pde.channels)}")
 
     return Sampler(generator, draw)
 

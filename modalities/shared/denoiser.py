@@ -77,6 +77,9 @@ class DiffusersDenoiser(nn.Module):
 
     x_t (B, C, H, W) on `process`; t (B,); c (B,) long (class or prompt index) or None.
     `guidance_scale` w != 1 applies classifier-free guidance D_u + w (D_c - D_u) in one batched call.
+    `concat` (B, C', H, W) are extra input channels placed after the (preconditioned) x_t, unscaled: a network
+    with C + C' input channels conditioned on a field (observations, a low-resolution image), as inpainting
+    and super-resolution UNets are; `self.channels` stays C, the channels of x_t and of the output.
     """
 
     def __init__(self, net: nn.Module, param: Parameterisation, process: GaussianProcess, *,
@@ -93,44 +96,55 @@ class DiffusersDenoiser(nn.Module):
         # prompt embeddings (num_conds + 1, L, D): row num_conds is the empty prompt
         self.register_buffer("cond_table", cond_table, persistent=False)
         cfg = net.config
-        self.channels = cfg.in_channels
+        # a UNet with more input than output channels takes the difference as concatenated condition channels;
+        # a DiT's extra output channels are its learned variance
+        self.channels = cfg.in_channels if kind == "DiTTransformer2DModel" else min(cfg.in_channels, cfg.out_channels)
+        self.concat_channels = cfg.in_channels - self.channels
         self.size = cfg.sample_size if isinstance(cfg.sample_size, int) else tuple(cfg.sample_size)
 
     @property
     def null_cond(self) -> int:
         return self.num_conds
 
-    def forward(self, x_t: Tensor, t: Tensor, c: Tensor | None = None, guidance_scale: float | None = None) -> Tensor:
+    def forward(self, x_t: Tensor, t: Tensor, c: Tensor | None = None, guidance_scale: float | None = None,
+                concat: Tensor | None = None) -> Tensor:
+        if (concat is None) != (self.concat_channels == 0) or (
+                concat is not None and concat.shape[1] != self.concat_channels):
+            got = "none" if concat is None else concat.shape[1]
+            raise ValueError(f"this network takes {self.concat_channels} concatenated condition channels, got {got}")
         w = self.guidance_scale if guidance_scale is None else guidance_scale
         if w == 1.0 or c is None or self.num_conds == 0:
-            return self._denoise(x_t, t, c)
+            return self._denoise(x_t, t, c, concat)
         null = torch.full_like(c, self.null_cond)
-        d = self._denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([c, null]))
+        d = self._denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([c, null]),
+                          None if concat is None else torch.cat([concat, concat]))
         d_c, d_u = d.chunk(2)
         return d_u + w * (d_c - d_u)
 
-    def _denoise(self, x_t: Tensor, t: Tensor, c: Tensor | None) -> Tensor:
+    def _denoise(self, x_t: Tensor, t: Tensor, c: Tensor | None, concat: Tensor | None = None) -> Tensor:
         p, proc = self.param, self.process
         t = t.to(x_t.dtype)
         if p.family == "edm":
             sigma = bcast(t, x_t)
             s2 = sigma**2 + p.sigma_data**2
-            out = self._net(x_t / s2.sqrt(), 0.25 * torch.log(t), c)
+            out = self._net(x_t / s2.sqrt(), 0.25 * torch.log(t), c, concat)
             c_skip, c_out = p.sigma_data**2 / s2, sigma * p.sigma_data / s2.sqrt()
             return c_skip * x_t + (c_out if p.prediction == "epsilon" else -c_out) * out
         if p.family == "flow":
-            return proc.to_denoiser(self._net(x_t, t * p.time_scale, c), x_t, t, "velocity")
+            return proc.to_denoiser(self._net(x_t, t * p.time_scale, c, concat), x_t, t, "velocity")
         kind = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}[p.prediction]
-        return proc.to_denoiser(self._net(x_t, t, c), x_t, t, kind)
+        return proc.to_denoiser(self._net(x_t, t, c, concat), x_t, t, kind)
 
-    def _net(self, x: Tensor, timestep: Tensor, c: Tensor | None) -> Tensor:
+    def _net(self, x: Tensor, timestep: Tensor, c: Tensor | None, concat: Tensor | None = None) -> Tensor:
+        if concat is not None:
+            x = torch.cat([x, concat.to(x.dtype)], dim=1)
         if self.kind == "UNet2DConditionModel":
             if c is None or self.cond_table is None:
                 raise ValueError("a UNet2DConditionModel teacher needs prompts (their text-encoder embeddings)")
             return self.net(x, timestep, encoder_hidden_states=self.cond_table[c].to(x.dtype)).sample
         if self.kind == "DiTTransformer2DModel":
             out = self.net(x, timestep=timestep, class_labels=c).sample
-            return out[:, : x.shape[1]] if out.shape[1] == 2 * x.shape[1] else out  # drop learned variance
+            return out[:, : self.channels] if out.shape[1] == 2 * self.channels else out  # drop learned variance
         return self.net(x, timestep, class_labels=c).sample
 
 
