@@ -150,10 +150,10 @@ def test_teacher_folder_checks(teachers, tmp_path):
     assert t.shape == (2, 16, 16)
 
 
-@pytest.mark.parametrize("name", ["darcy", "poisson"])
+@pytest.mark.parametrize("name", ["darcy", "poisson", "helmholtz", "burgers"])
 def test_shipped_teachers_load_with_their_pde(name):
     t = load_teacher(name)
-    assert t.pde.name == name and t.shape == (2, 32, 32)
+    assert t.pde.name == name and t.shape == (len(t.pde.channels), 32, 32)
     assert t.info["residual_floor"]["float64"] < 1e-12  # the data it was trained on was at round-off
     x = torch.from_numpy(t.pde.generate(2, 32, np.random.default_rng(0)))
     torch.testing.assert_close(t.norm.to_physical(t.norm.to_model(x)), x)
