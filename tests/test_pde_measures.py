@@ -126,3 +126,15 @@ def test_solution_norm_guidance_is_the_squared_solution_error(darcy_teacher):
         ResidualReward(t, through="all", norm="solution")
     with pytest.raises(ValueError, match="choose one of residual, solution"):
         ResidualReward(t, norm="energy")
+
+
+def test_gradient_error_counts_the_faces_at_the_zero_boundary():
+    """u = 1 on every interior node solves -Laplace(u) = f for f = -Laplace(1) (nonzero only next to the
+    boundary); its gradient lives only on the boundary faces. A generated u = 2 is off by 1 in both."""
+    pde = PDES.get("poisson")()
+    ones = torch.ones(1, SIZE, SIZE, dtype=torch.float64)
+    f = -elliptic.laplacian(ones)
+    x = torch.stack([f, 2 * ones], dim=1)
+    err = solution_error(pde, x)
+    torch.testing.assert_close(err["solution_error"], torch.ones(1, dtype=x.dtype))
+    torch.testing.assert_close(err["gradient_error"], torch.ones(1, dtype=x.dtype))
