@@ -252,7 +252,8 @@ def test_missing_config_file(capsys, tmp_path):
 
 
 def test_sample_needs_a_run_directory(capsys, tmp_path):
-    assert "not a run directory" in run_err(["sample", str(tmp_path), "--out", str(tmp_path / "x.npy")], capsys)
+    err = run_err(["sample", str(tmp_path), "--out", str(tmp_path / "x.npy")], capsys)
+    assert "neither a run directory (no config.yaml) nor an exported student" in err
 
 
 TEXT = str(Path(__file__).parents[1] / "examples" / "text" / "pydoc_didi.yaml")
