@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from unidistill.modalities.shared.denoiser import DiffusersDenoiser
 
-from .inverse import KINDS, Observations, make_problem
+from .inverse import KINDS, Observations, make_problem, observed_misfit
 from .teacher import PDETeacher
 
 
@@ -78,10 +78,7 @@ class ObservedDenoiser(nn.Module):
 
 def misfit(teacher: PDETeacher, x_model: Tensor, obs: Observations) -> Tensor:
     """Mean squared misfit (B,) at the observed entries, model space."""
-    m = obs.mask.to(x_model.device)
-    y = teacher.norm.to_model(obs.values.float()).to(x_model)
-    d = torch.where(m, x_model - y, torch.zeros_like(x_model))
-    return d.square().flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+    return observed_misfit(x_model, teacher.norm.to_model(obs.values.float()), obs.mask)
 
 
 class ProblemSource:

@@ -85,11 +85,17 @@ def relative_error(x: Tensor, truth: Tensor, part: Tensor) -> Tensor:
     return d.flatten(1).norm(dim=1) / (truth * part).flatten(1).norm(dim=1)
 
 
+def observed_misfit(x_model: Tensor, y_model: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared misfit (B,) at the observed entries (model space); whatever sits outside the mask, even a
+    non-finite value, does not enter."""
+    m = mask.to(x_model.device)
+    d = torch.where(m, x_model - y_model.to(x_model), torch.zeros_like(x_model))
+    return d.square().flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+
+
 def _losses(teacher: PDETeacher, x_model: Tensor, obs: Observations, y_model: Tensor) -> tuple[Tensor, Tensor]:
     """(mean squared misfit at observed points in model space, squared relative residual), each (B,)."""
-    m = obs.mask.to(x_model.device)
-    misfit = ((x_model - y_model) * m).square().flatten(1).sum(1) / m.flatten(1).sum(1)
-    return misfit, teacher.residual(x_model).square()
+    return observed_misfit(x_model, y_model, obs.mask), teacher.residual(x_model).square()
 
 
 def solve_with_student(generator, teacher: PDETeacher, obs: Observations, *, iters: int = 50, lr: float = 0.1,
