@@ -83,7 +83,7 @@ def test_local_files_load_through_datasets(tmp_path) -> None:
     empty.write_text(json.dumps({"text": "  "}))
     with pytest.raises(ConfigError, match="no non-empty documents"):
         load_documents(str(empty))
-    with pytest.raises(ConfigError, match="neither 'pydoc' nor an existing"):
+    with pytest.raises(ConfigError, match="neither 'python', 'pydoc' nor an existing"):
         load_documents(str(tmp_path / "missing.txt"))
 
 
@@ -107,3 +107,14 @@ def test_generative_perplexity_and_entropy_closed_forms() -> None:
     assert unigram_entropy(torch.tensor([[4, 4, 4]])) == 0.0
     with pytest.raises(ValueError, match="judge's vocabulary is 0..49"):
         generative_perplexity(judge, torch.tensor([[1, 60]]), 0)
+
+
+def test_learning_curve_pairs_each_evaluation_with_the_training_loss_since_the_last(tmp_path) -> None:
+    from unidistill.modalities.text.teach import learning_curve
+
+    (tmp_path / "eval.csv").write_text("step,held_out_nelbo,train_nelbo\n2,5.0,4.0\n4,4.5,3.0\n")
+    rows = [{"step": str(s), "loss/generator": str(v)} for s, v in ((1, 9.0), (2, 7.0), (3, 5.0), (4, 3.0))]
+    assert learning_curve(tmp_path / "eval.csv", rows) == [
+        {"step": 2.0, "held_out_nelbo": 5.0, "train_nelbo": 4.0, "train_loss": 8.0},
+        {"step": 4.0, "held_out_nelbo": 4.5, "train_nelbo": 3.0, "train_loss": 4.0}]
+    assert learning_curve(tmp_path / "missing.csv", rows) == []

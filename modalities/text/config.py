@@ -19,7 +19,7 @@ class TeachEval:
 @dataclass
 class TeachConfig:
     kind: Literal["mdlm", "judge"] = "mdlm"  # a masked diffusion teacher or the causal-LM judge
-    corpus: str = "pydoc"  # "pydoc" (CPython docs, shipped with Python) or a local .txt/.json/.jsonl
+    corpus: str = "python"  # "python" (CPython docs + stdlib docstrings), "pydoc" (the docs) or a local file
     tokenizer: str = "shipped"  # "shipped" (byte-level BPE, 2048 tokens, trained on pydoc) or a folder
     length: int = bounded(64, lo=2)  # tokens per training block (documents are packed with EOS between them)
     network: dict[str, Any] = field(default_factory=dict)  # MDLMConfig or GPT2Config keys
@@ -73,7 +73,7 @@ def _recipe() -> DiscreteRecipe:
 class TextConfig:
     teacher: str = "shipped"  # a masked diffusion LM folder (unidistill MDLM or a transformers masked LM)
     length: int | None = bounded(None, lo=2)  # generated tokens per sequence; None = the teacher's maximum
-    corpus: str = "pydoc"  # the real side when distill.real = corpus
+    corpus: str = "python"  # the real side when distill.real = corpus
     teacher_pool: int = bounded(1024, lo=1)  # teacher samples drawn once for the data-free real side
     teacher_pool_steps: int = bounded(64, lo=1)  # their sampling steps
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

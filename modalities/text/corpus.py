@@ -1,6 +1,7 @@
-"""Text corpora, offline: the English documentation that ships with every CPython
-(`pydoc_data.topics`, about 465k characters) or local .txt/.json/.jsonl/.parquet files;
-split into train and held-out text, tokenised and packed into fixed-length blocks (MDLM "wrap")."""
+"""Text corpora, offline: "python" (the CPython documentation topics together with the standard library's
+docstrings, about 2M characters, built by `python_corpus.py` and cached), "pydoc" (the topics alone, about 465k
+characters) or local .txt/.json/.jsonl/.parquet files; split into train and held-out text, tokenised and packed
+into fixed-length blocks (MDLM "wrap")."""
 from __future__ import annotations
 
 import json
@@ -29,8 +30,8 @@ def file_documents(path: str | Path) -> list[str]:
     field. Malformed files fail naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config key corpus: {str(path)!r} is neither 'pydoc' nor an existing .txt/.json/.jsonl/"
-                          ".parquet file")
+        raise ConfigError(f"config key corpus: {str(path)!r} is neither 'python', 'pydoc' nor an existing "
+                          ".txt/.json/.jsonl/.parquet file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".txt":
@@ -63,15 +64,17 @@ def file_documents(path: str | Path) -> list[str]:
 
 
 def load_documents(corpus: str) -> list[str]:
-    """Non-empty documents of `corpus` ("pydoc" or a file); empty ones are dropped with a log line."""
+    """Non-empty documents of `corpus` ("python", "pydoc" or a file); empty ones are dropped with a log line."""
+    if corpus == "python":
+        from .python_corpus import load_python_corpus
+
+        return [d["text"] for d in load_python_corpus()]
     docs = pydoc_documents() if corpus == "pydoc" else file_documents(corpus)
     kept = [d for d in docs if d.strip()]
     if not kept:
         raise ConfigError(f"config key corpus: {corpus} has no non-empty documents")
     if len(kept) < len(docs):
         log.warning("corpus %s: dropped %d empty documents of %d", corpus, len(docs) - len(kept), len(docs))
-    if not kept:
-        raise ConfigError(f"config key corpus: {corpus} has no non-empty documents")
     return kept
 
 
@@ -84,10 +87,23 @@ def split_document(doc: str, held_out: float = HELD_OUT_FRACTION) -> tuple[str, 
 
 
 def split_text(docs: list[str], split: str) -> list[str]:
+    """One split of documents cut at their last ~10% (the "pydoc" corpus and local files)."""
     if split not in SPLITS:
         raise ValueError(f"split {split!r}; choose one of: {', '.join(SPLITS)}")
     parts = [split_document(d)[SPLITS.index(split)] for d in docs]
     return [p for p in parts if p.strip()]
+
+
+def corpus_texts(corpus: str, split: str) -> list[str]:
+    """The texts of one split: whole documents for "python" (each document is in exactly one split), the
+    last ~10% of every document held out otherwise."""
+    if corpus == "python":
+        from .python_corpus import load_python_corpus
+
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r}; choose one of: {', '.join(SPLITS)}")
+        return [d["text"] for d in load_python_corpus() if d["split"] == split]
+    return split_text(load_documents(corpus), split)
 
 
 def pack(token_lists: list[list[int]], length: int, eos_id: int, where: str = "corpus") -> torch.Tensor:
@@ -108,5 +124,5 @@ def corpus_blocks(corpus: str, tokenizer, length: int, split: str) -> torch.Tens
     """Token blocks (N, length) of one split of a corpus under a tokenizer (see tokenizer.encode_checked)."""
     from .tokenizer import encode_checked
 
-    texts = split_text(load_documents(corpus), split)
+    texts = corpus_texts(corpus, split)
     return pack(encode_checked(tokenizer, texts, corpus), length, tokenizer.eos_token_id, f"corpus {corpus} ({split})")

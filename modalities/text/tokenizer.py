@@ -77,17 +77,17 @@ def encode_checked(tok, texts: list[str], where: str) -> list[list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m unidistill.modalities.text.tokenizer --out DIR [--corpus pydoc] [--vocab-size 2048]"""
+    """python -m unidistill.modalities.text.tokenizer --out DIR [--corpus python] [--vocab-size 2048]"""
     import argparse
 
-    from .corpus import load_documents, split_text
+    from .corpus import corpus_texts
 
     ap = argparse.ArgumentParser(description="train a byte-level BPE tokenizer on a corpus's train split")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--corpus", default="pydoc")
+    ap.add_argument("--corpus", default="python")
     ap.add_argument("--vocab-size", type=int, default=2048)
     args = ap.parse_args(argv)
-    tok = train_tokenizer(split_text(load_documents(args.corpus), "train"), args.vocab_size)
+    tok = train_tokenizer(corpus_texts(args.corpus, "train"), args.vocab_size)
     tok.save_pretrained(args.out)
     print(f"tokenizer with {len(tok)} tokens written to {args.out}")
     return 0
