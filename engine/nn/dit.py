@@ -21,9 +21,11 @@ class DiTBlock(nn.Module):
 
     checkpointing: bool = False
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
         super().__init__()
         hidden = int(dim * mlp_ratio)
+        # residual dropout on both branches (MDLM's DDiT blocks use 0.1); no module at all when off
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = MultiHeadAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -47,8 +49,8 @@ class DiTBlock(nn.Module):
     def _forward(self, x: Tensor, c: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)
         h = self.attn(modulate(self.norm1(x), shift1, scale1), key_padding_mask)
-        x = x + gate1[:, None] * h
-        x = x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        x = x + gate1[:, None] * self.drop(h)
+        x = x + gate2[:, None] * self.drop(self.mlp(modulate(self.norm2(x), shift2, scale2)))
         return x
 
 

@@ -11,7 +11,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from unidistill.engine.nn import TimestepEmbedding
 
-from .masked_lm import block_list, hidden_states
+from .masked_lm import block_list, hidden_states, without_dropout
 
 
 class TokenDiscriminator(nn.Module):
@@ -19,7 +19,7 @@ class TokenDiscriminator(nn.Module):
 
     def __init__(self, teacher: nn.Module, trainable_blocks: int = 1):
         super().__init__()
-        self.body = copy.deepcopy(teacher)
+        self.body = without_dropout(copy.deepcopy(teacher))
         if hasattr(self.body, "head"):  # an MDLM's vocabulary head is not used
             self.body.head = nn.Identity()
         blocks = block_list(self.body)

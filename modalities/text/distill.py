@@ -26,7 +26,7 @@ from .config import TextConfig
 from .corpus import corpus_blocks
 from .discriminator import TokenDiscriminator
 from .io import export_student, resolve_folder
-from .masked_lm import load_masked_lm
+from .masked_lm import load_masked_lm, without_dropout
 from .sampler import sample_ids, write_texts
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def build_distill(cfg: TextConfig, run_dir: Path) -> DiscreteDistillation:
     length = teacher.length if cfg.length is None else cfg.length
     if not 2 <= length <= teacher.length:
         raise ConfigError(f"config key length = {length}; the teacher reads at most {teacher.length} tokens (>= 2)")
-    student = copy.deepcopy(teacher).requires_grad_(True)
+    student = without_dropout(copy.deepcopy(teacher)).requires_grad_(True)
     guidance = cfg.guidance.build() if cfg.guidance.active else None
     made: dict[str, TokenDiscriminator] = {}  # the discriminator, once the engine builds it
 

@@ -129,6 +129,16 @@ def block_list(model: nn.Module) -> nn.ModuleList:
     return best
 
 
+def without_dropout(model: nn.Module) -> nn.Module:
+    """The model with every dropout layer's rate set to 0 (in place): a distilled student or a discriminator
+    built from a teacher trained with dropout must be the same function in training and sampling mode,
+    or the policy gradient's log-probabilities would belong to a different policy than the sampler's."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+    return model
+
+
 def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__

@@ -28,12 +28,15 @@ class MDLMConfig(PretrainedConfig):
 
     def __init__(self, vocab_size: int = 2048, mask_token_id: int = 1, max_position_embeddings: int = 64,
                  hidden_size: int = 192, num_layers: int = 4, num_heads: int = 3, mlp_ratio: float = 4.0,
-                 time_conditioning: bool = False, **kwargs):
+                 time_conditioning: bool = False, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.mask_token_id = vocab_size, mask_token_id
         self.max_position_embeddings = max_position_embeddings
         self.hidden_size, self.num_layers, self.num_heads = hidden_size, num_layers, num_heads
         self.mlp_ratio, self.time_conditioning = mlp_ratio, time_conditioning
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout = {dropout}; it must be in [0, 1)")
+        self.dropout = dropout  # residual dropout in every block while training (sampling runs in eval mode)
 
 
 class MDLMBackbone(nn.Module):
@@ -48,7 +51,8 @@ class MDLMBackbone(nn.Module):
         self.pos = nn.Parameter(torch.randn(1, c.max_position_embeddings, c.hidden_size) * 0.02)
         self.time = TimestepEmbedding(c.hidden_size) if c.time_conditioning else None
         self.cond = nn.Parameter(torch.zeros(c.hidden_size))  # the adaLN input when time is not an input
-        self.blocks = nn.ModuleList(DiTBlock(c.hidden_size, c.num_heads, c.mlp_ratio) for _ in range(c.num_layers))
+        self.blocks = nn.ModuleList(DiTBlock(c.hidden_size, c.num_heads, c.mlp_ratio, c.dropout)
+                                    for _ in range(c.num_layers))
         self.max_length = c.max_position_embeddings
 
     def embed_tokens(self, ids: Tensor | None, probs: Tensor | None) -> Tensor:

@@ -34,14 +34,32 @@ def training_record(model, run: Path) -> dict:
     run = Path(run)
     config = run / "config.yaml"
     train = yaml.safe_load(config.read_text()).get("train", {}) if config.is_file() else {}
-    seconds = 0.0
+    seconds, rows = 0.0, []
     if (run / "log.csv").is_file():
         with open(run / "log.csv") as f:
             rows = list(csv.DictReader(f))
         every = int(train.get("log_every", 1))
         seconds = sum(float(r.get("time/step_s") or 0) for r in rows) * every
     return {"parameters": sum(p.numel() for p in model.parameters()), "steps": train.get("steps"),
-            "batch_size": train.get("batch_size"), "seconds": seconds, "threads": torch.get_num_threads()}
+            "batch_size": train.get("batch_size"), "seconds": seconds, "threads": torch.get_num_threads(),
+            "curve": learning_curve(run / "eval.csv", rows)}
+
+
+def learning_curve(eval_csv: Path, log_rows: list[dict]) -> list[dict]:
+    """Each evaluation's numbers with the mean logged training loss since the previous evaluation."""
+    import csv
+
+    if not eval_csv.is_file():
+        return []
+    with open(eval_csv) as f:
+        evals = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+    curve, last = [], 0.0
+    for e in evals:
+        losses = [float(r["loss/generator"]) for r in log_rows
+                  if last < float(r["step"]) <= e["step"] and r.get("loss/generator")]
+        curve.append({**e, "train_loss": sum(losses) / len(losses) if losses else None})
+        last = e["step"]
+    return curve
 
 
 def export_with_record(model, tok, run: Path, name: str) -> Path:
@@ -79,7 +97,7 @@ def build_teach(cfg: TeachConfig, out_dir: Path):
     try:
         config = MDLMConfig(**{"vocab_size": len(tok), "mask_token_id": tok.mask_token_id,
                                "max_position_embeddings": cfg.length, **cfg.network})
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"config key network: {e}") from None
     if config.max_position_embeddings < cfg.length:
         raise ConfigError(f"config key length = {cfg.length} exceeds network.max_position_embeddings = "
@@ -102,7 +120,9 @@ def build_teach(cfg: TeachConfig, out_dir: Path):
 
     def evaluate(m):
         bound = nelbo_bound(m, held, process)
-        out = {"held_out_nelbo": bound, "held_out_ppl_bound": float(torch.tensor(bound).exp())}
+        out = {"held_out_nelbo": bound, "held_out_ppl_bound": float(torch.tensor(bound).exp()),
+               # the same bound on as many training blocks: the gap between the two measures memorisation
+               "train_nelbo": nelbo_bound(m, blocks[:len(held)], process)}
         if judge_dir is not None:
             from .evaluate import score_samples
 
