@@ -90,6 +90,7 @@ class DiscreteDistillation(Objective):
                  time_weight: Callable[[Tensor], Tensor] | None = None,
                  regularisers: dict[str, tuple[float, Regulariser]] | None = None, reuse_rollouts: bool = False,
                  teacher: Predictor | None = None, reward: tuple[Callable[[Tensor], Tensor], float] | None = None,
+                 label_smoothing: float = 0.0, replay: int = 0,
                  outputs: Outputs | None = None, offers: Offers | None = None):
         super().__init__(outputs)
         self.task_reward = reward  # (r(x) -> (B,), alpha) or None
@@ -109,6 +110,13 @@ class DiscreteDistillation(Objective):
         # old) instead of a fresh one, saving a sampling pass per step
         self.reuse_rollouts = reuse_rollouts
         self._last: Trajectory | None = None
+        if not 0 <= label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing = {label_smoothing}; it must be in [0, 0.5)")
+        self.label_smoothing = label_smoothing
+        # replay: the fake side also draws from the last `replay` rollouts (samples and their times), so the
+        # discriminator keeps rejecting what the student produced a few updates ago
+        self.replay, self._replay = replay, []
+        self._disc_logs: dict[str, Tensor] = {}  # the last discriminator update's accuracies, logged by the generator
         self.teacher = teacher  # frozen (the regularisers read it); moved with the objective
         if isinstance(teacher, nn.Module):
             self.teachers["teacher"] = teacher
@@ -152,9 +160,24 @@ class DiscreteDistillation(Objective):
         x_real = self.real(noise, n)
         t_fake = self._times(noise, n, traj, x_real.device, progress)
         t_real = t_fake if self.coupled_time else self._times(noise, n, None, x_real.device, progress)
-        z_real, z_fake = self._corrupt(x_real, t_real, noise), self._corrupt(traj.x, t_fake, noise)
-        loss = F.softplus(-self._logit(z_real, t_real)) + F.softplus(self._logit(z_fake, t_fake))
+        x_fake, t_fake = self._replayed(traj.x, t_fake, noise)
+        z_real, z_fake = self._corrupt(x_real, t_real, noise), self._corrupt(x_fake, t_fake, noise)
+        real, fake = self._logit(z_real, t_real), self._logit(z_fake, t_fake)
+        s = self.label_smoothing
+        loss = (1 - s) * F.softplus(-real) + s * F.softplus(real) + F.softplus(fake)
+        self._disc_logs = {"disc/acc_real": (real > 0).float().mean().detach(),
+                           "disc/acc_fake": (fake < 0).float().mean().detach()}
         return {"discriminator": loss}
+
+    def _replayed(self, x: Tensor, t: Tensor, noise: Noise) -> tuple[Tensor, Tensor]:
+        """The fake side: the newest rollout, or with replay a uniform draw of n rows from it and the
+        buffered older ones (each row keeps its own corruption time)."""
+        if not self.replay:
+            return x, t
+        self._replay = (self._replay + [(x.detach(), t.detach())])[-(self.replay + 1):]
+        xs, ts = torch.cat([b[0] for b in self._replay]), torch.cat([b[1] for b in self._replay])
+        pick = noise.randint(len(xs), len(x)).to(xs.device)
+        return xs[pick], ts[pick]
 
     def generator_loss(self, noise: Noise, n: int, progress: Progress) -> tuple[Tensor, dict[str, Tensor]]:
         student = self.modules["generator"]
@@ -174,7 +197,10 @@ class DiscreteDistillation(Objective):
                 r = reward_of(fn, traj.x, None).float()
             bonus, logs["task_reward"] = alpha * r, r.mean()
         loss = self.estimator.loss(traj.log_prob, log_r, weight, bonus=bonus)
-        logs.update({"reward": self.estimator.reward(log_r).mean(), "log_prob": traj.log_prob.detach().mean()})
+        reward = self.estimator.reward(log_r)
+        spread = reward.std() if reward.numel() > 1 else reward.new_zeros(())
+        logs.update({"reward": reward.mean(), "reward_std": spread, "log_prob": traj.log_prob.detach().mean(),
+                     **self._disc_logs})
         for name, (w, reg) in self.regularisers.items():
             value = reg(student, traj)
             loss = loss + w * value
@@ -270,5 +296,6 @@ def build_discrete(recipe: DiscreteRecipe, parts: DiscreteParts, outputs: Output
         time_sampler=build_named(TIME_SAMPLERS, recipe.time_sampler, f"{where}.time_sampler"), real=real,
         discriminator=disc, oracle=parts.oracle, corruptions=recipe.corruptions, coupled_time=recipe.coupled_time,
         time_weight=inverse_t_weight() if recipe.time_weight == "inverse_t" else None, regularisers=regs,
-        reuse_rollouts=recipe.reuse_rollouts, teacher=parts.teacher, reward=reward, outputs=outputs,
+        reuse_rollouts=recipe.reuse_rollouts, teacher=parts.teacher, reward=reward,
+        label_smoothing=recipe.label_smoothing, replay=recipe.replay, outputs=outputs,
         offers=offers_of(parts))

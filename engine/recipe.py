@@ -41,6 +41,10 @@ class DiscreteRecipe:
     ism_weight: float = bounded(0.0, lo=0)  # intermediate-state matching KL(teacher || student) at rollout states
     entropy_weight: float = bounded(0.0, lo=0)  # entropy bonus on the student's predictions at the rollout states
     reuse_rollouts: bool = False  # the discriminator's fake side is the previous generator step's rollout
+    # one-sided label smoothing of the discriminator's real targets (1 - s; Salimans et al. 2016): caps the
+    # real logit at log((1 - s) / s), so a discriminator that wins cannot push rewards without bound
+    label_smoothing: float = bounded(0.0, lo=0, hi=0.5, hi_open=True)
+    replay: int = bounded(0, lo=0)  # fake side drawn from the last `replay` rollouts too (0: the newest only)
     discriminator: dict[str, Any] | None = None  # options of the backend's discriminator
     real: str | None = None  # the discriminator's real side: one of the backend's sources; None = its first
     # {name, alpha, options}: alpha * reward(x) joins each sample's policy-gradient reward (DI++ for tokens)
