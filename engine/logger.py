@@ -8,8 +8,10 @@ from pathlib import Path
 
 class RunLogger:
     """Appends one row per call to a CSV file; the first row fixes the columns (objectives log the
-    same keys every step), on resume the existing header is kept and rows after step `after` (the
-    checkpoint resumed from) are dropped, so each step is logged once, in order."""
+    same keys every step) and a row with a key not seen before widens the header (the file is rewritten
+    once, earlier rows left blank there), so no logged number is lost. On resume the existing header is
+    kept and rows after step `after` (the checkpoint resumed from) are dropped, so each step is logged
+    once, in order."""
 
     def __init__(self, path: str | Path, resume: bool = False, tensorboard: bool = True, after: int | None = None):
         self.path = Path(path)
@@ -41,12 +43,23 @@ class RunLogger:
             self.columns = list(row)
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(self.columns)
+        elif any(k not in self.columns for k in row):
+            self._widen([k for k in row if k not in self.columns])
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([row.get(c, "") for c in self.columns])
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, float) and math.isfinite(v):
                     self.tb.add_scalar(k, v, step)
+
+    def _widen(self, new: list[str]) -> None:
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        self.columns = self.columns + new
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([self.columns, *(r + [""] * len(new) for r in rows)])
+        tmp.replace(self.path)
 
     def close(self) -> None:
         if self.tb is not None:

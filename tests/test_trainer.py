@@ -198,3 +198,21 @@ def test_checkpoints_written_before_named_groups_still_resume(tmp_path):
     for name in t.opt:
         for p, q in zip(t.opt[name].params, again.opt[name].params):
             torch.testing.assert_close(t.opt[name].opt.state[p]["exp_avg"], again.opt[name].opt.state[q]["exp_avg"])
+
+
+def test_run_logger_widens_its_header_for_a_new_key_and_keeps_it_on_resume(tmp_path) -> None:
+    import csv
+
+    from unidistill.engine.logger import RunLogger
+
+    path = tmp_path / "eval.csv"
+    log = RunLogger(path, tensorboard=False)
+    log.log(1, {"a": 1.0})
+    log.log(2, {"a": 2.0, "b": 3.0})  # b appears later (an evaluation added after a resume)
+    log.log(3, {"b": 4.0})
+    rows = list(csv.DictReader(open(path)))
+    assert [(r["step"], r["a"], r["b"]) for r in rows] == [("1", "1.0", ""), ("2", "2.0", "3.0"), ("3", "", "4.0")]
+    again = RunLogger(path, resume=True, tensorboard=False, after=2)
+    again.log(3, {"a": 5.0, "b": 6.0})
+    rows = list(csv.DictReader(open(path)))
+    assert [(r["step"], r["a"], r["b"]) for r in rows][-1] == ("3", "5.0", "6.0") and len(rows) == 3
