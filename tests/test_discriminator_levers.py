@@ -23,17 +23,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Table(torch.nn.Module):
-    """A discriminator with one free logit per sequence of a 3-token, 3-position space (27 entries); it
-    records the fake inputs it is shown."""
+    """A discriminator with one free logit per sequence of a 3-token, 3-position space (27 entries) and a 28th
+    for any sequence holding the mask token; it records the inputs it is shown."""
 
     def __init__(self):
         super().__init__()
-        self.logits = torch.nn.Parameter(torch.zeros(27))
+        self.logits = torch.nn.Parameter(torch.zeros(28))
         self.seen: list[torch.Tensor] = []
 
     def forward(self, z, t):
         self.seen.append(z.clone())
-        return self.logits[(z.clamp(max=2) * torch.tensor([9, 3, 1])).sum(-1)]
+        idx = (z.clamp(max=2) * torch.tensor([9, 3, 1])).sum(-1)
+        return self.logits[torch.where((z == 3).any(-1), 27, idx)]
 
 
 def objective(disc, real, roll, **kw) -> DiscreteDistillation:
@@ -49,40 +50,31 @@ def index(x):
 
 @pytest.mark.parametrize("s", [0.0, 0.1, 0.3])
 def test_label_smoothing_moves_the_optimum_to_the_smoothed_ratio(s: float) -> None:
-    """Exact p (real) and q (fake) over 27 sequences, the loss's expectation minimised per entry by Newton's
-    method on the table: the optimum is log((1 - s) p / (s p + q)), log(p / q) at s = 0."""
+    """Exact p (real) and q (fake) over 27 sequences. One batch holds every sequence once on the real side
+    (against a masked "null" sequence on the fake side) and once on the fake side (against the null on the
+    real side); weighting those rows by p and q makes the objective's own loss the exact expectation. Newton
+    steps with its autograd gradient reach log((1 - s) p / (s p + q)), log(p / q) at s = 0."""
     chain = random_chain(3, 3, seed=2)
     seqs = torch.cartesian_prod(*[torch.arange(3)] * 3)
+    null = torch.full((27, 3), 3)
     p = torch.tensor([chain.log_prob(x[None]).exp().item() for x in seqs], dtype=torch.float64)
     q = torch.rand(27, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.1
     q = q / q.sum()
     disc = Table().double()
-    # every sequence once on each side, weighted by p and q through the real/fake draws' empirical law:
-    # the aux loss is a per-row loss, so weighting rows by p and q gives the exact expectation
-    obj = objective(disc, lambda noise, n: seqs, lambda st, n, g: Trajectory(seqs, torch.zeros(27), [], None, []),
-                    label_smoothing=s)
-    order = torch.argsort(index(seqs))
-    p, q = p[order.argsort()], q[order.argsort()]
-    for _ in range(30):
+    fake = Trajectory(torch.cat([null, seqs]), torch.zeros(54), [], None, [])
+    obj = objective(disc, lambda noise, n: torch.cat([seqs, null]), lambda st, n, g: fake, label_smoothing=s)
+    weights = torch.cat([p, q])
+    idx = index(seqs)
+    for _ in range(40):
         disc.zero_grad()
-        disc.seen.clear()
-        loss = obj.aux_losses(Noise(0), 27, START)["discriminator"]
-        real, fake = disc.seen  # both sides are all 27 sequences in one order
-        assert torch.equal(real, seqs) and torch.equal(fake, seqs)
-        c = disc.logits[index(seqs)]
-        sig = torch.sigmoid(c)
-        grad = p * (-(1 - s) * (1 - sig) + s * sig) + q * sig  # d/dc of the weighted loss, per sequence
-        hess = (p + q) * sig * (1 - sig)
+        (weights * obj.aux_losses(Noise(0), 54, START)["discriminator"].double()).sum().backward()
+        sig = torch.sigmoid(disc.logits[idx].detach())
         with torch.no_grad():
-            disc.logits[index(seqs)] -= grad / hess
-        # the objective's own per-row loss equals the formula's terms at the current logits
-        row = (1 - s) * torch.nn.functional.softplus(-c) + s * torch.nn.functional.softplus(c) + \
-            torch.nn.functional.softplus(c)
-        assert torch.allclose(loss.double(), row.detach(), atol=1e-12)
+            disc.logits[idx] -= disc.logits.grad[idx] / ((p + q) * sig * (1 - sig))
     want = torch.log((1 - s) * p / (s * p + q))
-    assert torch.allclose(disc.logits[index(seqs)].detach(), want, atol=1e-8)
+    assert torch.allclose(disc.logits[idx].detach(), want, atol=1e-8)
     if s > 0:  # the real logit is capped at log((1 - s) / s)
-        assert disc.logits.max() < math.log((1 - s) / s)
+        assert disc.logits[idx].max() < math.log((1 - s) / s)
 
 
 def test_label_smoothing_out_of_range_is_refused() -> None:
@@ -121,7 +113,7 @@ def test_discriminator_accuracies_and_reward_spread_are_logged() -> None:
     assert logs["disc/acc_real"] == 1 and logs["disc/acc_fake"] == 0
     assert logs["reward_std"] == 0  # every sequence has the same log-ratio
     with torch.no_grad():
-        disc.logits.copy_(torch.linspace(-3, 3, 27))
+        disc.logits.copy_(torch.linspace(-3, 3, 28))
     _, logs = obj.generator_loss(Noise(1), 8, START)
     assert logs["reward_std"] > 0
 
