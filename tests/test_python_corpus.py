@@ -65,3 +65,12 @@ def test_python_corpus_is_built_once_cached_and_reproducible(tmp_path, monkeypat
     assert pc.statistics(pc.load_python_corpus()) == stats
     train, held = corpus_texts("python", "train"), corpus_texts("python", "held_out")
     assert len(train) == stats["train"]["documents"] and not set(train) & set(held)
+
+
+def test_an_unwritable_cache_only_costs_a_rebuild(tmp_path, monkeypatch, caplog) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the cache folder should be
+    monkeypatch.setenv("UNIDISTILL_CACHE", str(blocker))
+    monkeypatch.setattr(pc, "build_documents", lambda: [{"id": "pydoc:x", "text": "t" * 40, "split": "train"}])
+    assert pc.load_python_corpus() == [{"id": "pydoc:x", "text": "t" * 40, "split": "train"}]
+    assert "could not cache it" in caplog.text

@@ -115,10 +115,14 @@ def load_python_corpus(rebuild: bool = False) -> list[dict]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             log.warning("python corpus: the cache %s is unreadable; rebuilding it", path)
     docs = build_documents()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
+        tmp.replace(path)
+    except OSError as e:  # a read-only home: the corpus is rebuilt each time (a few seconds), nothing fails
+        log.warning("python corpus: could not cache it at %s (%s); set UNIDISTILL_CACHE to a writable folder",
+                    path, e.strerror or e)
     return docs
 
 
