@@ -25,18 +25,25 @@ from text import ROOT, disc_check, measure, slug, training_trace
 RUNS = ROOT / "runs" / "text_levers"
 BASE = ["train.progress=false", "eval.judge=none", "eval.n_samples=8", "eval.steps=[8]"]
 LEVERS = {  # name -> overrides of examples/text/pydoc_didi.yaml
-    "shipped example": [],
+    "example as it was": [],
     "disc. lr 1e-4": ["train.lr={generator: 3.0e-4, discriminator: 1.0e-4}"],
     "label smoothing 0.2": ["distill.label_smoothing=0.2"],
     "replay 4": ["distill.replay=4"],
+    "replay 8": ["distill.replay=8"],
+    "replay 4 + label smoothing 0.1": ["distill.replay=4", "distill.label_smoothing=0.1"],
     "teacher pool 1024": ["teacher_pool=1024"],
     "real: corpus": ["distill.real=corpus"],
     "trainable blocks 2": ["distill.discriminator={trainable_blocks: 2}"],
-    "f = forward KL": ["distill.divergence={name: didi, f: kl, group_size: 4, clip: 3.0}"],
+    "f = forward KL": ["distill.divergence={name: didi, f: fkl, group_size: 4, clip: 3.0}"],
     "f = Jensen-Shannon": ["distill.divergence={name: didi, f: js, group_size: 4, clip: 3.0}"],
     "entropy 0.003": ["distill.entropy_weight=0.003"],
+    "entropy 0.006": ["distill.entropy_weight=0.006"],
+    "entropy 0.01": ["distill.entropy_weight=0.01"],
+    "entropy 0.015": ["distill.entropy_weight=0.015"],
+    "entropy 0.02": ["distill.entropy_weight=0.02"],
     "group size 8": ["distill.divergence={name: didi, f: rkl, group_size: 8, clip: 3.0}"],
     "rollout 4 steps": ["rollout.steps=4"],
+    "EMA 0.9": ["train.ema_decay=0.9"],
 }
 
 
@@ -66,8 +73,10 @@ def main() -> None:
     p.add_argument("--n", type=int, default=256, help="student samples scored per lever")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--retable", action="store_true")
+    p.add_argument("--results", default="text_levers", help="results file name (the docs table is written for "
+                   "the default only)")
     args = p.parse_args()
-    result = read_result("text_levers")
+    result = read_result(args.results)
     result.setdefault("levers", {})
     if args.retable:
         replace_section("text-levers", table(result))
@@ -93,8 +102,9 @@ def main() -> None:
                                   **training_trace(run), "teacher": str(teacher_dir)}
         print(f"{name}: ppl {row['gen_ppl']:.1f} entropy {row['entropy']:.3f} acc pool/fresh/student "
               f"{acc['acc_pool']:.2f}/{acc['acc_fresh_teacher']:.2f}/{acc['acc_student']:.2f}", flush=True)
-        write_result("text_levers", result)
-    replace_section("text-levers", table(result))
+        write_result(args.results, result)
+    if args.results == "text_levers":
+        replace_section("text-levers", table(result))
 
 
 def table(result: dict) -> str:
