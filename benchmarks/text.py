@@ -131,15 +131,17 @@ def floor(tok, judge_dir, length: int, corpus: str = "python") -> dict:
             "held_out_entropy": unigram_entropy(held), "held_out_blocks": len(held)}
 
 
-def distill(name: str, config: str, overrides: list[str]) -> dict:
+def distill(name: str, config: str, overrides: list[str], out: Path | None = None) -> dict:
+    """A fresh `unidistill distill` run of examples/text/<config>.yaml in `out` (default runs/bench_text/<name>),
+    timed; `overrides` come last, so they win over the benchmark's own settings."""
     from unidistill.engine.cli import main as cli
 
-    out = RUNS / slug(name)
+    out = RUNS / slug(name) if out is None else Path(out)
     shutil.rmtree(out, ignore_errors=True)  # an existing run would be resumed, not re-measured
     args = ["distill", str(ROOT / "examples" / "text" / f"{config}.yaml"), "--out", str(out)]
     # the end-of-run evaluation is the benchmark's job: keep it out of the measured distillation time
-    for o in overrides + ["train.progress=false", "eval.judge=none", "eval.n_samples=8", "eval.steps=[8]",
-              "train.threads=2", "train.log_every=1"]:  # 2 threads as text_levers.py: the same run bit for bit
+    for o in ["train.progress=false", "eval.judge=none", "eval.n_samples=8", "eval.steps=[8]", "train.threads=2",
+              "train.log_every=1"] + overrides:
         args += ["--set", o]
     start = time.perf_counter()
     if cli(args) != 0:

@@ -97,11 +97,11 @@ def split_text(docs: list[str], split: str) -> list[str]:
 def corpus_texts(corpus: str, split: str) -> list[str]:
     """The texts of one split: whole documents for "python" (each document is in exactly one split), the
     last ~10% of every document held out otherwise."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}; choose one of: {', '.join(SPLITS)}")
     if corpus == "python":
         from .python_corpus import load_python_corpus
 
-        if split not in SPLITS:
-            raise ValueError(f"split {split!r}; choose one of: {', '.join(SPLITS)}")
         return [d["text"] for d in load_python_corpus() if d["split"] == split]
     return split_text(load_documents(corpus), split)
 
